@@ -1,0 +1,218 @@
+"""Data sets: Gaussian mixtures with an exact noised density and score, plus 2-D toys.
+
+Every chapter scores its samplers against the data's exact density. For a Gaussian
+mixture that density stays in closed form after noising: if x_0 ~ sum_k w_k N(mu_k, Sigma_k)
+and x_t = m x_0 + s z with z ~ N(0, I), then
+
+    q_t(x) = sum_k w_k N(x; m mu_k, m^2 Sigma_k + s^2 I),                (data-noised)
+
+so log q_t and its score are exact for any (m, s). Derived in notebooks/data.md,
+eq. ``data-noised``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from diffnb._checks import check_samples
+
+__all__ = [
+    "GaussianMixture",
+    "gaussian_mixture",
+    "nine_gaussians",
+    "to_distrax",
+    "sample",
+    "noised",
+    "log_prob",
+    "score",
+    "two_moons",
+    "checkerboard",
+    "ring",
+]
+
+# Weights of the case study's nine Gaussians, hard-coded: the original draws them from
+# jax.random with key 23, which gives other numbers under jax >= 0.5 (ERRATA #1).
+NINE_GAUSSIAN_WEIGHTS = (
+    0.01351, 0.22145, 0.13097, 0.10856, 0.11172, 0.12327, 0.03514, 0.24330, 0.01209,
+)  # fmt: skip
+
+
+class GaussianMixture(NamedTuple):
+    """A mixture sum_k weights[k] N(means[k], covs[k]) in d dimensions."""
+
+    weights: jax.Array  # (K,)
+    means: jax.Array  # (K, d)
+    covs: jax.Array  # (K, d, d)
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[-1]
+
+    @property
+    def num_components(self) -> int:
+        return self.weights.shape[0]
+
+
+def gaussian_mixture(means, covs, weights) -> GaussianMixture:
+    """Build a Gaussian mixture, checking every argument.
+
+    Args:
+      means: (K, d) component means.
+      covs: (K, d, d) symmetric positive-definite covariances, or (K,) / scalar variances
+        meaning ``var * I``.
+      weights: (K,) non-negative weights that sum to 1.
+
+    Raises:
+      ValueError: naming the argument whose shape or value is wrong.
+    """
+    means = np.asarray(means, dtype=np.float64)
+    if means.ndim != 2 or means.shape[0] == 0 or means.shape[1] == 0:
+        raise ValueError(f"means must have shape (K, d) with K, d >= 1, got {means.shape}")
+    if not np.all(np.isfinite(means)):
+        raise ValueError("means must be finite")
+    k, d = means.shape
+
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (k,):
+        raise ValueError(f"weights must have shape ({k},) to match means, got {weights.shape}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("weights must be finite and non-negative")
+    if abs(weights.sum() - 1.0) > 1e-6:
+        raise ValueError(f"weights must sum to 1, they sum to {weights.sum():.8g}")
+
+    covs = np.asarray(covs, dtype=np.float64)
+    if covs.ndim <= 1:
+        variances = np.broadcast_to(covs, (k,)) if covs.ndim == 0 else covs
+        if variances.shape != (k,):
+            raise ValueError(f"covs given as variances must have shape ({k},), got {covs.shape}")
+        covs = variances[:, None, None] * np.eye(d)
+    if covs.shape != (k, d, d):
+        raise ValueError(f"covs must have shape ({k}, {d}, {d}), got {covs.shape}")
+    if not np.all(np.isfinite(covs)) or not np.allclose(covs, np.swapaxes(covs, 1, 2)):
+        raise ValueError("covs must be finite and symmetric")
+    if np.any(np.linalg.eigvalsh(covs) <= 0):
+        raise ValueError("covs must be positive definite")
+
+    as_f32 = lambda a: jnp.asarray(a, dtype=jnp.float32)  # noqa: E731
+    return GaussianMixture(as_f32(weights), as_f32(means), as_f32(covs))
+
+
+def nine_gaussians() -> GaussianMixture:
+    """The case study's data: nine Gaussians on the grid {-2, 0, 2}^2, covariance I/16.
+
+    Means are in row-major order, x outer and y inner; the weights are hard-coded
+    (ERRATA #1). The mixture's entropy is 1.9822 nats.
+    """
+    grid = np.array([-2.0, 0.0, 2.0])
+    means = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)
+    weights = np.array(NINE_GAUSSIAN_WEIGHTS)
+    return gaussian_mixture(means, np.full(9, 1.0 / 16.0), weights / weights.sum())
+
+
+def to_distrax(mixture: GaussianMixture) -> distrax.MixtureSameFamily:
+    """The same mixture as a distrax distribution (for sampling and an independent check)."""
+    return distrax.MixtureSameFamily(
+        mixture_distribution=distrax.Categorical(probs=mixture.weights),
+        components_distribution=distrax.MultivariateNormalFullCovariance(
+            loc=mixture.means, covariance_matrix=mixture.covs
+        ),
+    )
+
+
+def sample(key: jax.Array, mixture: GaussianMixture, n: int) -> jax.Array:
+    """Draw ``n`` points, shape (n, d), from the mixture."""
+    if int(n) < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    key_component, key_noise = jax.random.split(key)
+    component = jax.random.choice(
+        key_component, mixture.num_components, (int(n),), p=mixture.weights
+    )
+    chol = jnp.linalg.cholesky(mixture.covs)
+    z = jax.random.normal(key_noise, (int(n), mixture.dim))
+    return mixture.means[component] + jnp.einsum("nij,nj->ni", chol[component], z)
+
+
+def noised(mixture: GaussianMixture, scale=1.0, std=0.0) -> GaussianMixture:
+    """The law of ``scale * x0 + std * z`` as a mixture (eq. ``data-noised``)."""
+    eye = jnp.eye(mixture.dim)
+    return GaussianMixture(
+        mixture.weights,
+        scale * mixture.means,
+        scale**2 * mixture.covs + std**2 * eye,
+    )
+
+
+def _log_prob_and_score_one(mixture: GaussianMixture, x, scale, std):
+    cov = scale**2 * mixture.covs + std**2 * jnp.eye(mixture.dim)  # (K, d, d)
+    chol = jnp.linalg.cholesky(cov)
+    diff = x - scale * mixture.means  # (K, d)
+    white = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
+    log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    log_comp = -0.5 * (jnp.sum(white**2, -1) + log_det + mixture.dim * jnp.log(2 * jnp.pi))
+    log_joint = jnp.log(mixture.weights) + log_comp
+    log_p = logsumexp(log_joint)
+    responsibility = jnp.exp(log_joint - log_p)  # (K,)
+    precision_diff = jax.scipy.linalg.cho_solve((chol, True), diff[..., None])[..., 0]
+    return log_p, -responsibility @ precision_diff
+
+
+@jax.jit
+def _per_point(mixture, x, scale, std):
+    n = x.shape[0]
+    scale = jnp.broadcast_to(jnp.asarray(scale, x.dtype), (n,))
+    std = jnp.broadcast_to(jnp.asarray(std, x.dtype), (n,))
+    return jax.vmap(_log_prob_and_score_one, (None, 0, 0, 0))(mixture, x, scale, std)
+
+
+def log_prob(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Array:
+    """log q_t(x) of the noised mixture ``scale * x0 + std * z``, per point, shape (n,).
+
+    ``scale`` and ``std`` are scalars or one value per point, shape (n,). Jit-compatible.
+    """
+    x = check_samples(x, "x", dim=mixture.dim)
+    return _per_point(mixture, x, scale, std)[0]
+
+
+def score(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Array:
+    """The exact score grad_x log q_t(x) of the noised mixture, shape (n, d).
+
+    It is the responsibility-weighted sum of the component scores
+    -(scale^2 Sigma_k + std^2 I)^{-1} (x - scale mu_k); derived in notebooks/data.md,
+    eq. ``data-score``. Jit-compatible.
+    """
+    x = check_samples(x, "x", dim=mixture.dim)
+    return _per_point(mixture, x, scale, std)[1]
+
+
+def two_moons(key: jax.Array, n: int, noise: float = 0.08) -> jax.Array:
+    """Two interleaved half circles, centred and scaled to roughly [-2, 2]^2."""
+    key_side, key_angle, key_noise = jax.random.split(key, 3)
+    angle = jax.random.uniform(key_angle, (int(n),), maxval=jnp.pi)
+    upper = jax.random.bernoulli(key_side, 0.5, (int(n),))
+    x = jnp.where(upper, jnp.cos(angle), 1.0 - jnp.cos(angle))
+    y = jnp.where(upper, jnp.sin(angle), 0.5 - jnp.sin(angle))
+    points = jnp.stack([x - 0.5, y - 0.25], axis=-1) * 1.6
+    return points + noise * jax.random.normal(key_noise, points.shape)
+
+
+def checkerboard(key: jax.Array, n: int) -> jax.Array:
+    """Uniform on the eight dark squares of a 4 x 4 board on [-2, 2]^2."""
+    key_cell, key_offset = jax.random.split(key)
+    dark = jnp.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0])
+    cell = jax.random.randint(key_cell, (int(n),), 0, dark.shape[0])
+    offset = jax.random.uniform(key_offset, (int(n), 2))
+    return dark[cell] + offset - 2.0
+
+
+def ring(key: jax.Array, n: int, radius: float = 1.5, width: float = 0.1) -> jax.Array:
+    """A thin annulus: a one-dimensional set blurred by Gaussian noise of std ``width``."""
+    key_angle, key_noise = jax.random.split(key)
+    angle = jax.random.uniform(key_angle, (int(n),), maxval=2 * jnp.pi)
+    points = radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+    return points + width * jax.random.normal(key_noise, points.shape)
