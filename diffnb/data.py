@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from diffnb._checks import check_samples
+from diffnb._checks import check_positive, check_positive_int, check_samples
 
 __all__ = [
     "GaussianMixture",
@@ -127,8 +127,7 @@ def to_distrax(mixture: GaussianMixture) -> distrax.MixtureSameFamily:
 
 def sample(key: jax.Array, mixture: GaussianMixture, n: int) -> jax.Array:
     """Draw ``n`` points, shape (n, d), from the mixture."""
-    if int(n) < 1:
-        raise ValueError(f"n must be a positive integer, got {n}")
+    n = check_positive_int(n, "n")
     key_component, key_noise = jax.random.split(key)
     component = jax.random.choice(
         key_component, mixture.num_components, (int(n),), p=mixture.weights
@@ -139,19 +138,25 @@ def sample(key: jax.Array, mixture: GaussianMixture, n: int) -> jax.Array:
 
 
 def noised(mixture: GaussianMixture, scale=1.0, std=0.0) -> GaussianMixture:
-    """The law of ``scale * x0 + std * z`` as a mixture (eq. ``data-noised``)."""
+    """The law of ``scale * x0 + std * z`` as a mixture, for scalar scale and std.
+
+    Components N(scale mu_k, scale^2 Sigma_k + std^2 I) with unchanged weights; derived in
+    notebooks/data.md, eq. ``data-noised``.
+    """
+    if jnp.ndim(scale) != 0 or jnp.ndim(std) != 0:
+        raise ValueError("scale and std must be scalars here; log_prob and score take arrays")
     eye = jnp.eye(mixture.dim)
     return GaussianMixture(
         mixture.weights,
         scale * mixture.means,
-        scale**2 * mixture.covs + std**2 * eye,
+        scale**2 * mixture.covs + std**2 * eye[None],
     )
 
 
 def _log_prob_and_score_one(mixture: GaussianMixture, x, scale, std):
-    cov = scale**2 * mixture.covs + std**2 * jnp.eye(mixture.dim)  # (K, d, d)
+    cov = scale**2 * mixture.covs + std**2 * jnp.eye(mixture.dim)[None]  # (K, d, d)
     chol = jnp.linalg.cholesky(cov)
-    diff = x - scale * mixture.means  # (K, d)
+    diff = x[None, :] - scale * mixture.means  # (K, d)
     white = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     log_comp = -0.5 * (jnp.sum(white**2, -1) + log_det + mixture.dim * jnp.log(2 * jnp.pi))
@@ -162,21 +167,31 @@ def _log_prob_and_score_one(mixture: GaussianMixture, x, scale, std):
     return log_p, -responsibility @ precision_diff
 
 
+def _per_point_args(x, scale, std):
+    n = x.shape[0]
+    out = []
+    for value, name in ((scale, "scale"), (std, "std")):
+        value = jnp.asarray(value, x.dtype)
+        if value.shape not in ((), (n,)):
+            raise ValueError(f"{name} must be a scalar or have shape ({n},), got {value.shape}")
+        out.append(jnp.broadcast_to(value, (n,)))
+    return out
+
+
 @jax.jit
 def _per_point(mixture, x, scale, std):
-    n = x.shape[0]
-    scale = jnp.broadcast_to(jnp.asarray(scale, x.dtype), (n,))
-    std = jnp.broadcast_to(jnp.asarray(std, x.dtype), (n,))
     return jax.vmap(_log_prob_and_score_one, (None, 0, 0, 0))(mixture, x, scale, std)
 
 
 def log_prob(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Array:
     """log q_t(x) of the noised mixture ``scale * x0 + std * z``, per point, shape (n,).
 
-    ``scale`` and ``std`` are scalars or one value per point, shape (n,). Jit-compatible.
+    ``scale`` and ``std`` are scalars or one value per point, shape (n,); the per-component
+    covariance scale^2 Sigma_k + std^2 I must stay positive definite (std > 0, or scale != 0).
+    Derived in notebooks/data.md, eq. ``data-noised``. Jit-compatible.
     """
     x = check_samples(x, "x", dim=mixture.dim)
-    return _per_point(mixture, x, scale, std)[0]
+    return _per_point(mixture, x, *_per_point_args(x, scale, std))[0]
 
 
 def score(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Array:
@@ -187,11 +202,14 @@ def score(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Arr
     eq. ``data-score``. Jit-compatible.
     """
     x = check_samples(x, "x", dim=mixture.dim)
-    return _per_point(mixture, x, scale, std)[1]
+    return _per_point(mixture, x, *_per_point_args(x, scale, std))[1]
 
 
 def two_moons(key: jax.Array, n: int, noise: float = 0.08) -> jax.Array:
-    """Two interleaved half circles, centred and scaled to roughly [-2, 2]^2."""
+    """Two interleaved half circles in roughly [-2, 2]^2, blurred by N(0, noise^2 I)."""
+    n = check_positive_int(n, "n")
+    if not noise >= 0:
+        raise ValueError(f"noise must be non-negative, got {noise}")
     key_side, key_angle, key_noise = jax.random.split(key, 3)
     angle = jax.random.uniform(key_angle, (int(n),), maxval=jnp.pi)
     upper = jax.random.bernoulli(key_side, 0.5, (int(n),))
@@ -202,7 +220,8 @@ def two_moons(key: jax.Array, n: int, noise: float = 0.08) -> jax.Array:
 
 
 def checkerboard(key: jax.Array, n: int) -> jax.Array:
-    """Uniform on the eight dark squares of a 4 x 4 board on [-2, 2]^2."""
+    """Uniform on the eight dark squares of a 4 x 4 board on [-2, 2]^2 (density 1/8 there)."""
+    n = check_positive_int(n, "n")
     key_cell, key_offset = jax.random.split(key)
     dark = jnp.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0])
     cell = jax.random.randint(key_cell, (int(n),), 0, dark.shape[0])
@@ -212,6 +231,9 @@ def checkerboard(key: jax.Array, n: int) -> jax.Array:
 
 def ring(key: jax.Array, n: int, radius: float = 1.5, width: float = 0.1) -> jax.Array:
     """A thin annulus: a one-dimensional set blurred by Gaussian noise of std ``width``."""
+    n = check_positive_int(n, "n")
+    radius = check_positive(radius, "radius")
+    width = check_positive(width, "width")
     key_angle, key_noise = jax.random.split(key)
     angle = jax.random.uniform(key_angle, (int(n),), maxval=2 * jnp.pi)
     points = radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
