@@ -1,0 +1,111 @@
+# diffnb: build the executable book and run every check.
+#
+#   make book        create .venv if needed, execute the notebooks, build _build/html
+#   make test        unit tests, notebooks (nbmake), book build with -W, browser check
+#   make test-fast   unit tests without the slow ones (the developer loop)
+#   make lab         JupyterLab; notebooks/*.md open as notebooks (jupytext pairing)
+#   make serve       preview the built book on http://127.0.0.1:8000
+#   make setup       only create or update .venv
+#   make notebooks   make or refresh notebooks/*.ipynb from notebooks/*.md (jupytext --sync)
+#   make lint        ruff; `make format` rewrites
+#   make clean       remove _build and the generated .ipynb files
+#
+# LOCK=requirements/lock.txt pins every package; `make test LOCK=` installs the newest
+# versions instead (the weekly CI run).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV ?= .venv
+LOCK ?= requirements/lock.txt
+JOBS ?= 2
+# PIN=1 pins each notebook's kernel to its own core; it did not measurably help on the
+# shared 2-core machine, so it is off by default.
+PIN ?=
+BIN := $(VENV)/bin
+# The notebook kernels and the tools run from the project environment.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+# Reinstall when the package metadata or the lock changes.
+STAMP := $(VENV)/.diffnb-installed
+PIP_PINS := $(if $(LOCK),-c $(LOCK),--upgrade --upgrade-strategy eager)
+
+NOTEBOOKS := $(wildcard notebooks/*.md)
+HTML := _build/html
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup browser notebooks execute book test test-unit test-fast test-notebooks \
+        check-book lab serve lint format clean
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+# ---------------------------------------------------------------- environment
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(LOCK)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python3 -m venv failed: installing Debian's python3-venv"; rm -rf $(VENV); \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && \
+	  $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --quiet $(PIP_PINS) -e '.[book,test]'
+	@touch $@
+
+# Debian's chromium and chromedriver for the browser check, installed only when missing.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
+# ---------------------------------------------------------------- notebooks
+# Make or refresh notebooks/*.ipynb from notebooks/*.md (either side may be the newer one).
+notebooks: $(STAMP)
+	jupytext --sync $(NOTEBOOKS)
+
+# Execute each notebook once, with nbmake, writing the outputs into its .ipynb; a notebook
+# whose .md and diffnb/ sources are unchanged since its last passing run is skipped.
+execute: $(STAMP)
+	$(BIN)/python scripts/execute_notebooks.py --jobs $(JOBS) $(if $(PIN),--pin) $(NOTEBOOKS)
+
+test-notebooks: execute
+
+# ---------------------------------------------------------------- book
+# The book renders the executed .ipynb files; _config.yml turns execution off.
+book: execute
+	jupyter-book build . -n -W --keep-going
+
+check-book: browser $(STAMP)
+	$(BIN)/python scripts/check_book.py $(HTML)
+
+# ---------------------------------------------------------------- tests
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
+
+test: test-unit
+	$(MAKE) book
+	$(MAKE) check-book
+
+# ---------------------------------------------------------------- working on the book
+lab: notebooks
+	jupyter lab notebooks
+
+serve:
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(HTML) 8000
+
+lint: $(STAMP)
+	ruff check diffnb tests scripts
+	ruff format --check diffnb tests scripts
+
+format: $(STAMP)
+	ruff check --fix diffnb tests scripts
+	ruff format diffnb tests scripts
+
+clean:
+	rm -rf _build notebooks/*.ipynb notebooks/.ipynb_checkpoints .ruff_cache

@@ -1,0 +1,134 @@
+"""Execute the book's notebooks once each, with nbmake, and keep the outputs for the book.
+
+For every ``notebooks/<name>.md`` given:
+
+1. ``jupytext --sync`` makes or refreshes the paired ``notebooks/<name>.ipynb``;
+2. the notebook is *stale* unless a stamp in ``_build/.executed/`` records a passing run
+   with the same inputs (the .md text, every ``diffnb/*.py`` and the lock file) that
+   produced the .ipynb as it is now;
+3. the stale notebooks run under ``pytest --nbmake --overwrite``, two at a time with
+   pytest-xdist (``--pin`` pins each worker and its kernel to one core, see
+   ``scripts/pin_cpu.py``); the executed outputs are written into the .ipynb, which the book
+   then renders with execution off;
+4. each notebook that passed gets a stamp.
+
+A failing cell makes this script exit non-zero, so ``make book`` and ``make test`` stop.
+The failing .ipynb keeps its outputs and traceback for inspection.
+
+Usage: python scripts/execute_notebooks.py [--jobs N] [--pin] [--force] notebooks/*.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAMPS = ROOT / "_build" / ".executed"
+CELL_TIMEOUT_S = 1800
+
+
+def sha256(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def shared_inputs() -> list[Path]:
+    """Files whose change can change any notebook's outputs."""
+    package = sorted((ROOT / "diffnb").rglob("*.py"))
+    lock = ROOT / "requirements" / "lock.txt"
+    return package + ([lock] if lock.exists() else [])
+
+
+def stamp_for(ipynb: Path, shared: list[Path]) -> dict[str, str]:
+    return {"inputs": sha256(ipynb.with_suffix(".md"), *shared), "ipynb": sha256(ipynb)}
+
+
+def jupytext_sync(markdown: list[Path]) -> None:
+    cmd = [sys.executable, "-m", "jupytext", "--sync", "--quiet", *map(str, markdown)]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def passed_notebooks(junit: Path) -> set[str]:
+    """Names of the notebooks that passed, read from pytest's JUnit report."""
+    if not junit.exists():
+        return set()
+    passed = set()
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        if any(child.tag in ("failure", "error", "skipped") for child in case):
+            continue
+        passed.add(Path(case.get("name", "").split("::")[0]).stem)
+    return passed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("markdown", nargs="*", type=Path, help="notebooks/<name>.md files")
+    parser.add_argument("--jobs", type=int, default=2, help="notebooks run at once")
+    parser.add_argument("--pin", action="store_true", help="pin each worker to one core")
+    parser.add_argument("--force", action="store_true", help="run even if up to date")
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    markdown = [path.resolve() for path in args.markdown]
+    if not markdown:
+        print("execute_notebooks: no notebooks given")
+        return 0
+
+    jupytext_sync(markdown)
+    STAMPS.mkdir(parents=True, exist_ok=True)
+    shared = shared_inputs()
+    stale = []
+    for md in markdown:
+        ipynb, stamp = md.with_suffix(".ipynb"), STAMPS / f"{md.stem}.json"
+        recorded = json.loads(stamp.read_text()) if stamp.exists() else None
+        if args.force or recorded != stamp_for(ipynb, shared):
+            stamp.unlink(missing_ok=True)
+            stale.append(ipynb)
+    fresh = len(markdown) - len(stale)
+    print(f"execute_notebooks: {len(stale)} to run, {fresh} up to date")
+    if not stale:
+        return 0
+
+    junit = STAMPS / "junit.xml"
+    junit.unlink(missing_ok=True)
+    jobs = min(args.jobs, len(stale))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])
+        ),
+    )
+    pin = ["-p", "pin_cpu"] if args.pin else []
+    cmd = [
+        sys.executable, "-m", "pytest", "--nbmake", "--overwrite",
+        f"--nbmake-timeout={CELL_TIMEOUT_S}", "-n", str(jobs), *pin,
+        "-p", "no:cacheprovider", "-o", "addopts=", "-o", "filterwarnings=",
+        f"--junitxml={junit}", "-q", *(str(path.relative_to(ROOT)) for path in stale),
+    ]  # fmt: skip
+    returncode = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+    # nbmake changed only the outputs, so the pair still matches and jupytext's contents
+    # manager opens it in JupyterLab even though the .ipynb is now the newer file.
+    passed = [path for path in stale if path.stem in passed_notebooks(junit)]
+    for ipynb in passed:
+        stamp = STAMPS / f"{ipynb.stem}.json"
+        stamp.write_text(json.dumps(stamp_for(ipynb, shared)))
+    failed = sorted(path.name for path in stale if path not in passed)
+    if returncode != 0 or failed:
+        print(f"execute_notebooks: FAILED {', '.join(failed) or '(pytest error)'}")
+        return returncode or 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
