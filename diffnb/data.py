@@ -153,18 +153,25 @@ def noised(mixture: GaussianMixture, scale=1.0, std=0.0) -> GaussianMixture:
     )
 
 
-def _log_prob_and_score_one(mixture: GaussianMixture, x, scale, std):
-    cov = scale**2 * mixture.covs + std**2 * jnp.eye(mixture.dim)[None]  # (K, d, d)
-    chol = jnp.linalg.cholesky(cov)
-    diff = x[None, :] - scale * mixture.means  # (K, d)
-    white = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
-    log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    log_comp = -0.5 * (jnp.sum(white**2, -1) + log_det + mixture.dim * jnp.log(2 * jnp.pi))
-    log_joint = jnp.log(mixture.weights) + log_comp
-    log_p = logsumexp(log_joint)
-    responsibility = jnp.exp(log_joint - log_p)  # (K,)
-    precision_diff = jax.scipy.linalg.cho_solve((chol, True), diff[..., None])[..., 0]
-    return log_p, -responsibility @ precision_diff
+def _log_prob_and_score(mixture: GaussianMixture, x, scale, std):
+    """(log q_t(x), grad log q_t(x)) for every point, with per-point ``scale`` and ``std`` (n,).
+
+    Each covariance is diagonalised once, Sigma_k = U_k diag(lam_k) U_k^T, so that
+    scale^2 Sigma_k + std^2 I = U_k diag(scale^2 lam_k + std^2) U_k^T for every point
+    without a factorisation per point.
+    """
+    lam, u = jnp.linalg.eigh(mixture.covs)  # (K, d), (K, d, d)
+    diff = x[:, None, :] - scale[:, None, None] * mixture.means[None]  # (n, K, d)
+    rotated = jnp.einsum("kdj,nkd->nkj", u, diff)  # U_k^T (x - scale mu_k)
+    var = scale[:, None, None] ** 2 * lam[None] + std[:, None, None] ** 2  # (n, K, d)
+    quad = jnp.sum(rotated**2 / var, axis=-1)
+    log_det = jnp.sum(jnp.log(var), axis=-1)
+    log_comp = -0.5 * (quad + log_det + mixture.dim * jnp.log(2 * jnp.pi))
+    log_joint = jnp.log(mixture.weights)[None] + log_comp  # (n, K)
+    log_p = logsumexp(log_joint, axis=-1)
+    responsibility = jnp.exp(log_joint - log_p[:, None])
+    precision_diff = jnp.einsum("kjd,nkd->nkj", u, rotated / var)  # U_k diag(1/var) U_k^T diff
+    return log_p, -jnp.einsum("nk,nkj->nj", responsibility, precision_diff)
 
 
 def _per_point_args(x, scale, std):
@@ -180,7 +187,7 @@ def _per_point_args(x, scale, std):
 
 @jax.jit
 def _per_point(mixture, x, scale, std):
-    return jax.vmap(_log_prob_and_score_one, (None, 0, 0, 0))(mixture, x, scale, std)
+    return _log_prob_and_score(mixture, x, scale, std)
 
 
 def log_prob(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Array:
