@@ -1,3 +1,35 @@
-"""diffnb: the helper package of an executable book on diffusion models."""
+"""diffnb: the helper package of an executable book on diffusion models.
 
+Modules, one job each: ``data`` (mixtures and their exact noised score), ``metrics``,
+``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
+``samplers``, ``likelihood``, ``models`` (the one-call path) and ``plotting``.
+"""
+
+from diffnb import (
+    data,
+    likelihood,
+    losses,
+    metrics,
+    models,
+    networks,
+    plotting,
+    samplers,
+    schedules,
+    sde,
+    training,
+)
+
+__all__ = [
+    "data",
+    "likelihood",
+    "losses",
+    "metrics",
+    "models",
+    "networks",
+    "plotting",
+    "samplers",
+    "schedules",
+    "sde",
+    "training",
+]
 __version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Speed benchmarks for diffnb (run with `make bench`; see benchmarks/speed.py)."""

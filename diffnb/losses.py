@@ -1,0 +1,145 @@
+"""Denoising score-matching losses for NCSN, DDPM and the score SDEs.
+
+Each factory returns ``loss_fn(params, key, batch) -> scalar``, a pure function that the
+training loop differentiates. ``batch`` is (n, d) clean data x_0. The model is a function
+``apply(params, rng, x (n, d), cond (n,))`` (see ``diffnb.networks``): a score for NCSN
+(cond = sigma) and the SDEs (cond = t), a noise prediction for DDPM (cond = step i). ``rng``
+is a fresh key, used by the model only for dropout.
+
+All three losses are Monte Carlo estimates of a weighted denoising objective. Because
+grad log q(x_t | x_0) = -z / std for x_t = scale x_0 + std z, each one regresses the model
+on the injected noise z, and its minimiser is the exact score of the noised data
+(Vincent 2011).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["ncsn_loss", "ddpm_loss", "ddpm_elbo_weights", "dsm_loss"]
+
+
+def _sum_sq(a: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.square(a), axis=-1)
+
+
+def ncsn_loss(apply, schedule):
+    """NCSN loss with lambda(sigma) = sigma^2 (ERRATA #10), levels drawn uniformly.
+
+        L(theta) = E_{i ~ U{1..L}} E_{x_0, z} 1/2 sigma_i^2 || s_theta(x_0 + sigma_i z, sigma_i)
+                                                            + z / sigma_i ||^2
+                 = E 1/2 || sigma_i s_theta(x~, sigma_i) + z ||^2,
+
+    derived in notebooks/ncsn.md, eq. ``ncsn-loss`` (Song & Ermon 2019, eqs. 5-6). At the
+    exact score its value is 1/2 E_i [d - sigma_i^2 E||grad log q_sigma_i(x~)||^2].
+
+    Args:
+      apply: model ``apply(params, rng, x, sigma) -> score (n, d)``.
+      schedule: an ``NCSNSchedule``; its ``sigmas`` (L,) are the noise levels.
+    """
+    sigmas = jnp.asarray(schedule.sigmas)
+
+    def loss_fn(params, key, batch):
+        key_level, key_noise, key_model = jax.random.split(key, 3)
+        n = batch.shape[0]
+        level = jax.random.randint(key_level, (n,), 0, sigmas.shape[0])
+        sigma = sigmas[level]
+        z = jax.random.normal(key_noise, batch.shape, batch.dtype)
+        x_noisy = batch + sigma[:, None] * z
+        score = apply(params, key_model, x_noisy, sigma)
+        return 0.5 * jnp.mean(_sum_sq(sigma[:, None] * score + z))
+
+    return loss_fn
+
+
+def ddpm_elbo_weights(schedule) -> jax.Array:
+    """Per-step weights w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) with sigma_t^2 = beta_t.
+
+    With sigma_t^2 = beta_t (the reverse variance of the ``variance="beta"`` ancestral sampler)
+    w_t = beta_t / (2 alpha_t (1 - abar_t)) is finite for every t. At t = 1 it is also the
+    weight of L_0 = -log N(x_0; mu_theta(x_1, 1), beta_1 I) in eps form, up to a constant, so
+    the sum over t = 1..N covers L_0 .. L_{N-1}; L_N has no parameters and is dropped
+    (ERRATA #7; notebooks/ddpm.md, eq. ``ddpm-elbo``). Shape (N,), index i = t - 1.
+    """
+    return schedule.betas / (2.0 * schedule.alphas * (1.0 - schedule.alpha_bars))
+
+
+def ddpm_loss(apply, schedule, weighting: str = "simple"):
+    """DDPM noise-prediction loss, steps i drawn uniformly from 0..N-1 (paper t = i + 1).
+
+    With x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) z:
+
+    - ``"simple"``: L_simple = E_{t, x_0, z} || z - eps_theta(x_t, t) ||^2 (Ho et al. 2020,
+      eq. 14), notebooks/ddpm.md, eq. ``ddpm-simple``.
+    - ``"elbo"``: sum_{t=1}^N w_t E || z - eps_theta(x_t, t) ||^2 = N E_t [w_t ||.||^2], with
+      the weights of ``ddpm_elbo_weights``; this is the negative ELBO in nats up to terms
+      without parameters, notebooks/ddpm.md, eq. ``ddpm-elbo``. Its Monte Carlo variance is
+      far larger than that of L_simple, because w_t is largest at small t.
+
+    Args:
+      apply: model ``apply(params, rng, x, i) -> eps (n, d)``, with i (n,) integer steps.
+      schedule: a ``DDPMSchedule``.
+      weighting: ``"simple"`` or ``"elbo"``.
+    """
+    if weighting not in ("simple", "elbo"):
+        raise ValueError(f"weighting must be 'simple' or 'elbo', got {weighting!r}")
+    alpha_bars = jnp.asarray(schedule.alpha_bars)
+    num_steps = alpha_bars.shape[0]
+    if weighting == "simple":
+        weights = jnp.ones(num_steps, alpha_bars.dtype)
+    else:
+        weights = num_steps * ddpm_elbo_weights(schedule)
+
+    def loss_fn(params, key, batch):
+        key_step, key_noise, key_model = jax.random.split(key, 3)
+        n = batch.shape[0]
+        step = jax.random.randint(key_step, (n,), 0, num_steps)
+        abar = alpha_bars[step]
+        z = jax.random.normal(key_noise, batch.shape, batch.dtype)
+        x_t = jnp.sqrt(abar)[:, None] * batch + jnp.sqrt(1.0 - abar)[:, None] * z
+        eps = apply(params, key_model, x_t, step)
+        return jnp.mean(weights[step] * _sum_sq(eps - z))
+
+    return loss_fn
+
+
+def dsm_loss(apply, sde, weighting: str = "sigma2", eps: float = 1e-5):
+    """Continuous denoising score matching, t ~ U(eps, T).
+
+        L(theta) = E_{t, x_0, z} lambda(t) || s_theta(x_t, t) + z / std(t) ||^2,
+        x_t = scale(t) x_0 + std(t) z,   (scale, std) = sde.marginal(t),
+
+    derived in notebooks/sde.md, eq. ``sde-dsm`` (Song et al. 2021, eq. 7), with
+
+    - ``"sigma2"``: lambda(t) = std(t)^2, so L = E || std s_theta + z ||^2; at the exact score
+      its value is E_t [d - std^2 E||grad log q_t(x_t)||^2];
+    - ``"likelihood"``: lambda(t) = g(t)^2 (Song et al. 2021b), for which
+      (T - eps) / 2 * L bounds the KL divergence from the data up to a constant.
+
+    Args:
+      apply: model ``apply(params, rng, x, t) -> score (n, d)``.
+      sde: an ``SDE`` with ``marginal``, ``diffusion`` and ``T``.
+      weighting: ``"sigma2"`` or ``"likelihood"``.
+      eps: smallest time, in (0, T).
+    """
+    if weighting not in ("sigma2", "likelihood"):
+        raise ValueError(f"weighting must be 'sigma2' or 'likelihood', got {weighting!r}")
+    if not 0.0 < eps < sde.T:
+        raise ValueError(f"eps must be in (0, T = {sde.T}), got {eps}")
+
+    def loss_fn(params, key, batch):
+        key_time, key_noise, key_model = jax.random.split(key, 3)
+        n = batch.shape[0]
+        t = jax.random.uniform(key_time, (n,), batch.dtype, minval=eps, maxval=sde.T)
+        scale, std = sde.marginal(t)
+        z = jax.random.normal(key_noise, batch.shape, batch.dtype)
+        x_t = scale[:, None] * batch + std[:, None] * z
+        score = apply(params, key_model, x_t, t)
+        if weighting == "sigma2":
+            per_point = _sum_sq(std[:, None] * score + z)
+        else:
+            per_point = jnp.square(sde.diffusion(t)) * _sum_sq(score + z / std[:, None])
+        return jnp.mean(per_point)
+
+    return loss_fn
