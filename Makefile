@@ -4,6 +4,7 @@
 #   make test        unit tests, notebooks (nbmake), book build with -W, browser check
 #   make test-fast   unit tests without the slow ones (the developer loop)
 #   make lab         JupyterLab; notebooks/*.md open as notebooks (jupytext pairing)
+#   make bench       training and sampling speed (installs the bench extra: torch)
 #   make serve       preview the built book on http://127.0.0.1:8000
 #   make setup       only create or update .venv
 #   make notebooks   make or refresh notebooks/*.ipynb from notebooks/*.md (jupytext --sync)
@@ -37,7 +38,7 @@ NOTEBOOKS := $(wildcard notebooks/*.md)
 HTML := _build/html
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser notebooks execute book test test-unit test-fast test-notebooks \
+.PHONY: bench help setup browser notebooks execute book test test-unit test-fast test-notebooks \
         check-book lab serve lint format clean
 
 help:
@@ -99,13 +100,21 @@ lab: notebooks
 serve:
 	$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(HTML) 8000
 
+BENCH_STAMP := $(VENV)/.diffnb-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet $(PIP_PINS) -e '.[book,test,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/speed.py $(BENCH_ARGS)
+
 lint: $(STAMP)
-	ruff check diffnb tests scripts
-	ruff format --check diffnb tests scripts
+	ruff check diffnb tests scripts benchmarks
+	ruff format --check diffnb tests scripts benchmarks
 
 format: $(STAMP)
-	ruff check --fix diffnb tests scripts
-	ruff format diffnb tests scripts
+	ruff check --fix diffnb tests scripts benchmarks
+	ruff format diffnb tests scripts benchmarks
 
 clean:
 	rm -rf _build notebooks/*.ipynb notebooks/.ipynb_checkpoints .ruff_cache

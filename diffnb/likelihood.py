@@ -5,7 +5,7 @@ instantaneous change of variables (Chen et al. 2018) gives d log p_t(x(t)) / dt 
 
     log p_eps(x) = log p_T(x(T)) + int_eps^T div v(x(t), t) dt,   x(eps) = x.   (sde-likelihood)
 
-Derived in notebooks/score_sde.md, eq. ``sde-likelihood``. The pair (x, delta) with
+Derived in notebooks/sde.md, eq. ``sde-likelihood``. The pair (x, delta) with
 d delta / dt = div v is integrated from eps up to T by ``scipy.integrate.solve_ivp`` (RK45);
 the prior term uses the SDE's exact prior density. The divergence is either exact (the trace of
 the Jacobian, cheap in 2-D) or Hutchinson's estimate E[e^T (dv/dx) e] with probes e held

@@ -13,7 +13,7 @@ The discrete samplers are jitted and their step loop is a ``lax.scan``; the scor
 the SDE, sizes and flags are static arguments, so a new score function compiles once. The
 probability-flow ODE is solved by scipy (RK45) around a jitted vector field. Derivations:
 notebooks/ncsn.md (annealed Langevin), notebooks/ddpm.md (ancestral, DDIM) and
-notebooks/score_sde.md (reverse SDE, predictor-corrector, probability flow).
+notebooks/sde.md (reverse SDE, predictor-corrector, probability flow).
 """
 
 from __future__ import annotations
@@ -361,7 +361,7 @@ def euler_maruyama(
 
         x <- x - [f(x, t) - g(t)^2 s(x, t)] h + g(t) sqrt(h) z          (sde-reverse-em)
 
-    derived in notebooks/score_sde.md, eq. ``sde-reverse-em`` (Anderson 1982; ERRATA #14:
+    derived in notebooks/sde.md, eq. ``sde-reverse-em`` (Anderson 1982; ERRATA #14:
     dt < 0 is the step backwards). The last step adds no noise: it returns the mean of the
     final transition, as score_sde's samplers do. For the VP SDE the noise skipped there has
     std sqrt(beta_min h) = 0.03 at h = 1e-2, which would add 1.6% to the 1/16 variance of the
@@ -466,7 +466,7 @@ def predictor_corrector(
       ``sde.discretize`` (DDPM's for VP, NCSN's for VE), x <- x - f + G^2 s(x, t) + G z;
       or ``"euler_maruyama"``: the step of :func:`euler_maruyama`.
 
-    Derived in notebooks/score_sde.md, eq. ``sde-pc``. The last predictor step adds no noise.
+    Derived in notebooks/sde.md, eq. ``sde-pc``. The last predictor step adds no noise.
 
     Defaults: 200 steps, snr 0.16, one corrector step. With the exact score they reach the
     nine Gaussians' noise floor for VP, sub-VP and VE with either predictor. At 100 steps the
@@ -513,7 +513,7 @@ def probability_flow_ode(
 ) -> SamplerResult:
     """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 s from x_T ~ prior to t = eps.
 
-    The ODE (notebooks/score_sde.md, eq. ``sde-pf-ode``) has the same marginals q_t as the
+    The ODE (notebooks/sde.md, eq. ``sde-pf-ode``) has the same marginals q_t as the
     forward SDE, so its end point at eps is a sample of q_eps. It is solved by
     ``scipy.integrate.solve_ivp`` (RK45, adaptive, tolerances ``rtol``/``atol``) on the
     flattened state of all n points in float64; the jitted field is called in float32.
