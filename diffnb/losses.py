@@ -14,10 +14,20 @@ on the injected noise z, and its minimiser is the exact score of the noised data
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ncsn_loss", "ddpm_loss", "ddpm_elbo_weights", "dsm_loss"]
+__all__ = [
+    "ncsn_loss",
+    "ddpm_loss",
+    "ddpm_elbo_weights",
+    "dsm_loss",
+    "TimeSampler",
+    "likelihood_time_sampler",
+]
 
 
 def _sum_sq(a: jax.Array) -> jax.Array:
@@ -104,42 +114,98 @@ def ddpm_loss(apply, schedule, weighting: str = "simple"):
     return loss_fn
 
 
-def dsm_loss(apply, sde, weighting: str = "sigma2", eps: float = 1e-5):
-    """Continuous denoising score matching, t ~ U(eps, T).
+class TimeSampler(NamedTuple):
+    """A piecewise-linear inverse CDF for drawing t with density p(t) proportional to w(t).
 
-        L(theta) = E_{t, x_0, z} lambda(t) || s_theta(x_t, t) + z / std(t) ||^2,
+    ``times`` (K,) is a grid on [eps, T]; ``cdf`` (K,) is the unnormalised cumulative integral
+    of w on it, with ``cdf[-1]`` = Z = int_eps^T w(t) dt.
+    """
+
+    times: jax.Array
+    cdf: jax.Array
+
+
+def likelihood_time_sampler(sde, eps: float = 1e-5, num_points: int = 4096) -> TimeSampler:
+    """Tabulate w(t) = g(t)^2 / std(t)^2 on [eps, T] for importance sampling of t.
+
+    The likelihood weighting lambda = g^2 multiplies || std s_theta + z ||^2 by w(t), which
+    grows like 1 / t near 0 for VP and sub-VP (notebooks/sde.md, eq.
+    ``sde-likelihood-weighting``). Drawing t with density p(t) proportional to w(t), instead
+    of uniformly, makes every term of the loss of the same size (Song et al. 2021b, sec. 5).
+    The grid is uniform in log t, where w(t) t is smooth, and integrated by trapezoids.
+    """
+    log_t = jnp.linspace(math.log(eps), math.log(sde.T), num_points)
+    times = jnp.exp(log_t)
+    _, std = sde.marginal(times)
+    w_dt = jnp.square(sde.diffusion(times) / std) * times  # w(t) dt / d(log t)
+    segments = 0.5 * (w_dt[1:] + w_dt[:-1]) * jnp.diff(log_t)
+    return TimeSampler(times, jnp.concatenate([jnp.zeros(1), jnp.cumsum(segments)]))
+
+
+def _draw_times(key: jax.Array, sampler: TimeSampler, n: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """t ~ p (n,) by inverting the piecewise-linear CDF, and p(t) itself, which is constant on
+    each grid segment: E_p[f(t) / p(t)] = int f dt holds exactly, whatever the grid."""
+    times, cdf = sampler
+    v = jax.random.uniform(key, (n,), dtype, maxval=cdf[-1])
+    i = jnp.clip(jnp.searchsorted(cdf, v, side="right") - 1, 0, times.shape[0] - 2)
+    mass, width = cdf[i + 1] - cdf[i], times[i + 1] - times[i]
+    t = times[i] + (v - cdf[i]) / mass * width
+    return t, (mass / width) / cdf[-1]
+
+
+def dsm_loss(
+    apply, sde, weighting: str = "sigma2", eps: float = 1e-5, importance_sampling: bool = True
+):
+    """Continuous denoising score matching, averaged over t in [eps, T].
+
+        L(theta) = 1/(T - eps) int_eps^T lambda(t) E_{x_0, z} || s_theta(x_t, t) + z / std(t) ||^2 dt,
         x_t = scale(t) x_0 + std(t) z,   (scale, std) = sde.marginal(t),
 
     derived in notebooks/sde.md, eq. ``sde-dsm`` (Song et al. 2021, eq. 7), with
 
-    - ``"sigma2"``: lambda(t) = std(t)^2, so L = E || std s_theta + z ||^2; at the exact score
-      its value is E_t [d - std^2 E||grad log q_t(x_t)||^2];
+    - ``"sigma2"``: lambda(t) = std(t)^2, so L = E_{t ~ U(eps, T)} || std s_theta + z ||^2; at
+      the exact score its value is E_t [d - std^2 E||grad log q_t(x_t)||^2];
     - ``"likelihood"``: lambda(t) = g(t)^2 (Song et al. 2021b), for which
-      (T - eps) / 2 * L bounds the KL divergence from the data up to a constant.
+      (T - eps) / 2 * L bounds the KL divergence from the data up to a constant. With
+      ``importance_sampling`` (the default) t is drawn with density proportional to
+      g^2 / std^2 (``likelihood_time_sampler``) and each term reweighted by the ratio of
+      densities, which leaves the expectation unchanged and removes the 1 / t spikes that a
+      uniform t gives the per-batch loss; False draws t ~ U(eps, T).
 
     Args:
       apply: model ``apply(params, rng, x, t) -> score (n, d)``.
       sde: an ``SDE`` with ``marginal``, ``diffusion`` and ``T``.
       weighting: ``"sigma2"`` or ``"likelihood"``.
       eps: smallest time, in (0, T).
+      importance_sampling: for ``"likelihood"``, draw t proportionally to the weight. The
+        ``"sigma2"`` weight is already flat in this sense, so there t is always uniform.
     """
     if weighting not in ("sigma2", "likelihood"):
         raise ValueError(f"weighting must be 'sigma2' or 'likelihood', got {weighting!r}")
     if not 0.0 < eps < sde.T:
         raise ValueError(f"eps must be in (0, T = {sde.T}), got {eps}")
+    if not isinstance(importance_sampling, bool):
+        raise ValueError(f"importance_sampling must be True or False, got {importance_sampling!r}")
+    sampler = None
+    if weighting == "likelihood" and importance_sampling:
+        sampler = likelihood_time_sampler(sde, eps)
 
     def loss_fn(params, key, batch):
         key_time, key_noise, key_model = jax.random.split(key, 3)
         n = batch.shape[0]
-        t = jax.random.uniform(key_time, (n,), batch.dtype, minval=eps, maxval=sde.T)
+        if sampler is None:
+            t = jax.random.uniform(key_time, (n,), batch.dtype, minval=eps, maxval=sde.T)
+            density = jnp.full((n,), 1.0 / (sde.T - eps), batch.dtype)
+        else:
+            t, density = _draw_times(key_time, sampler, n, batch.dtype)
         scale, std = sde.marginal(t)
         z = jax.random.normal(key_noise, batch.shape, batch.dtype)
         x_t = scale[:, None] * batch + std[:, None] * z
         score = apply(params, key_model, x_t, t)
-        if weighting == "sigma2":
-            per_point = _sum_sq(std[:, None] * score + z)
-        else:
-            per_point = jnp.square(sde.diffusion(t)) * _sum_sq(score + z / std[:, None])
+        per_point = _sum_sq(std[:, None] * score + z)
+        if weighting == "likelihood":
+            weight = jnp.square(sde.diffusion(t) / std) / ((sde.T - eps) * density)
+            per_point = weight * per_point
         return jnp.mean(per_point)
 
     return loss_fn

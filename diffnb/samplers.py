@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate
 
-from diffnb._checks import check_positive, check_positive_int
+from diffnb._checks import check_positive, check_positive_int, check_samples
 from diffnb.schedules import DDPMSchedule, NCSNSchedule
 from diffnb.sde import SDE, VPSDE, SubVPSDE
 
@@ -328,21 +328,31 @@ def _em_step(reverse, x, t_n, h, z, last):
     return mean + noise
 
 
-@partial(jax.jit, static_argnames=("score_fn", "sde", "n", "dim", "num_steps", "return_trajectory"))
-def _euler_maruyama(key, score_fn, sde, n, dim, num_steps, eps, return_trajectory):
+def _reverse_time_scan(key, sde, n, dim, num_steps, eps, step_fn, return_trajectory):
+    """x_T ~ prior, then ``x = step_fn(x, t_n (n,), h, is_last, key_k)`` at t = T, T - h, ...,
+    eps + h in one ``lax.scan``; returns the final x and, if asked, the path from x_T."""
     key_init, key_steps = jax.random.split(key)
     x_init = sde.prior_sample(key_init, n, dim)
-    reverse = sde.reverse(score_fn)
     times, h = _time_grid(sde, num_steps, eps)
     last = jnp.arange(num_steps) == num_steps - 1
 
     def step(x, inputs):
         t, is_last, key_k = inputs
-        x = _em_step(reverse, x, jnp.full((n,), t), h, jax.random.normal(key_k, x.shape), is_last)
+        x = step_fn(x, jnp.full((n,), t), h, is_last, key_k)
         return x, (x if return_trajectory else None)
 
     x, path = jax.lax.scan(step, x_init, (times, last, jax.random.split(key_steps, num_steps)))
     return x, _with_start(x_init, path)
+
+
+@partial(jax.jit, static_argnames=("score_fn", "sde", "n", "dim", "num_steps", "return_trajectory"))
+def _euler_maruyama(key, score_fn, sde, n, dim, num_steps, eps, return_trajectory):
+    reverse = sde.reverse(score_fn)
+
+    def step(x, t_n, h, is_last, key_k):
+        return _em_step(reverse, x, t_n, h, jax.random.normal(key_k, x.shape), is_last)
+
+    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory)
 
 
 def euler_maruyama(
@@ -397,13 +407,9 @@ def _predictor_corrector(
     key, score_fn, sde, n, dim, num_steps, predictor, snr, corrector_steps, eps,
     return_trajectory,
 ):  # fmt: skip
-    key_init, key_steps = jax.random.split(key)
-    x_init = sde.prior_sample(key_init, n, dim)
     reverse = sde.reverse(score_fn)
-    times, h = _time_grid(sde, num_steps, eps)
-    last = jnp.arange(num_steps) == num_steps - 1
 
-    def corrector(x, t_n, key_c):
+    def corrector(x, t_n, h, key_c):
         alpha = _corrector_alpha(sde, t_n, h)
 
         def langevin(x, key_j):
@@ -418,23 +424,19 @@ def _predictor_corrector(
         x, _ = jax.lax.scan(langevin, x, jax.random.split(key_c, corrector_steps))
         return x
 
-    def predict(x, t_n, z, is_last):
+    def predict(x, t_n, h, z, is_last):
         if predictor == "euler_maruyama":
             return _em_step(reverse, x, t_n, h, z, is_last)
         # Reverse diffusion: undo the forward step t - h -> t of sde.discretize.
         f, g = reverse.discretize(x, t_n, h)
         return x + f + jnp.where(is_last, 0.0, 1.0) * g[:, None] * z
 
-    def step(x, inputs):
-        t, is_last, key_k = inputs
+    def step(x, t_n, h, is_last, key_k):
         key_c, key_p = jax.random.split(key_k)
-        t_n = jnp.full((n,), t)
-        x = corrector(x, t_n, key_c)
-        x = predict(x, t_n, jax.random.normal(key_p, x.shape), is_last)
-        return x, (x if return_trajectory else None)
+        x = corrector(x, t_n, h, key_c)
+        return predict(x, t_n, h, jax.random.normal(key_p, x.shape), is_last)
 
-    x, path = jax.lax.scan(step, x_init, (times, last, jax.random.split(key_steps, num_steps)))
-    return x, _with_start(x_init, path)
+    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory)
 
 
 def predictor_corrector(
@@ -510,6 +512,7 @@ def probability_flow_ode(
     atol: float = 1e-5,
     eps: float = 1e-3,
     return_trajectory: bool = False,
+    x_init: jax.Array | None = None,
 ) -> SamplerResult:
     """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 s from x_T ~ prior to t = eps.
 
@@ -521,12 +524,17 @@ def probability_flow_ode(
     score call on the whole batch); about 100 for the nine Gaussians at 1e-5.
 
     The trajectory holds the state at the solver's accepted steps (T first, eps last), so its
-    ``steps + 1`` entries are not evenly spaced in time.
+    ``steps + 1`` entries are not evenly spaced in time. ``x_init`` (n, dim), if given, replaces
+    the draw of x_T (the ODE is then a deterministic map, the flow from T to eps).
     """
     n, dim = _check_size(n, dim)
     eps = _check_sde_eps(sde, eps)
     rtol, atol = check_positive(rtol, "rtol"), check_positive(atol, "atol")
-    x_init = np.asarray(sde.prior_sample(key, n, dim), dtype=np.float64)
+    if x_init is None:
+        x_init = sde.prior_sample(key, n, dim)
+    elif check_samples(x_init, "x_init").shape != (n, dim):
+        raise ValueError(f"x_init must have shape ({n}, {dim}), got {jnp.shape(x_init)}")
+    x_init = np.asarray(x_init, dtype=np.float64)
 
     def rhs(t, y):
         x = jnp.asarray(y.reshape(n, dim), dtype=jnp.float32)

@@ -68,6 +68,17 @@ def _gaussian_log_prob(x: jax.Array, std: float) -> jax.Array:
     return -0.5 * jnp.sum(x**2, axis=1) / std**2 - 0.5 * d * math.log(2 * math.pi * std**2)
 
 
+def _check_bounds(process, low: str, high: str, equal_ok: bool) -> None:
+    """Check that the fields ``low``, ``high`` and ``T`` of a frozen process are positive
+    numbers (stored as floats) and that high > low (or >= when ``equal_ok``)."""
+    for name in (low, high, "T"):
+        object.__setattr__(process, name, check_positive(getattr(process, name), name))
+    lo, hi = getattr(process, low), getattr(process, high)
+    if hi < lo or (hi == lo and not equal_ok):
+        relation = "be >=" if equal_ok else "exceed"
+        raise ValueError(f"{high} must {relation} {low}, got {high}={hi}, {low}={lo}")
+
+
 class SDE(abc.ABC):
     """A forward process dx = f(x, t) dt + g(t) dw on [0, T] with a Gaussian kernel q_0t.
 
@@ -196,14 +207,7 @@ class VESDE(SDE):
     T: float = 1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "sigma_min", check_positive(self.sigma_min, "sigma_min"))
-        object.__setattr__(self, "sigma_max", check_positive(self.sigma_max, "sigma_max"))
-        object.__setattr__(self, "T", check_positive(self.T, "T"))
-        if not self.sigma_max > self.sigma_min:
-            raise ValueError(
-                f"sigma_max must exceed sigma_min, got sigma_max={self.sigma_max}, "
-                f"sigma_min={self.sigma_min}"
-            )
+        _check_bounds(self, "sigma_min", "sigma_max", equal_ok=False)
 
     @property
     def log_ratio(self) -> float:
@@ -252,14 +256,7 @@ class _LinearBeta(SDE):
     T: float = 1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "beta_min", check_positive(self.beta_min, "beta_min"))
-        object.__setattr__(self, "beta_max", check_positive(self.beta_max, "beta_max"))
-        object.__setattr__(self, "T", check_positive(self.T, "T"))
-        if not self.beta_max >= self.beta_min:
-            raise ValueError(
-                f"beta_max must be >= beta_min, got beta_max={self.beta_max}, "
-                f"beta_min={self.beta_min}"
-            )
+        _check_bounds(self, "beta_min", "beta_max", equal_ok=True)
 
     def beta(self, t: jax.Array) -> jax.Array:
         """beta(t), elementwise."""

@@ -92,11 +92,35 @@ def test_score_parameterisations_rescale_the_network():
     got = nw.sde_score_model(net.apply, sde)(params, None, x, t)
     want = net.apply(params, None, x, 999.0 * t) / std[:, None]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    got = nw.sde_score_model(net.apply, sde, time_scale=50.0)(params, None, x, t)
+    want = net.apply(params, None, x, 50.0 * t) / std[:, None]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
     i = jnp.array([0, 9, 50, 99])
     got = nw.ddpm_eps_model(net.apply, 100)(params, None, x, i)
     want = net.apply(params, None, x, 999.0 * (np.asarray(i) + 1.0) / 100)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_linear_skip_starts_at_zero_and_lets_the_output_grow_with_x():
+    config = nw.NetworkConfig(hidden_dims=(32,), embedding_dim=16)
+    skip_config = nw.NetworkConfig(hidden_dims=(32,), embedding_dim=16, linear_skip=True)
+    net, params = _init(config)
+    skip_net, skip_params = _init(skip_config)
+    assert nw.num_params(skip_params) == nw.num_params(params) + 2 * 2
+    assert not np.any(skip_params["skip"]["w"])
+    x, c = 100.0 * jax.random.normal(jax.random.key(5), (6, 2)), jnp.zeros(6)
+    shared = {k: v for k, v in skip_params.items() if k != "skip"}
+    np.testing.assert_allclose(skip_net.apply(skip_params, None, x, c),
+                               net.apply(shared, None, x, c), rtol=1e-6)
+    # Without the skip the LayerNorm bounds the output, whatever |x|: |out| <= |W_o|_2 |LN(h)|
+    # + |b_o|, with |LN(h)| <= sqrt(width) max|scale| + |offset|. With it, out ~ W_s x.
+    norm, out = params["norm"], params["out"]
+    bound = np.linalg.norm(out["w"], 2) * (np.sqrt(32) * np.abs(norm["scale"]).max()
+                                           + np.linalg.norm(norm["offset"])) + np.linalg.norm(out["b"])
+    assert np.all(np.linalg.norm(net.apply(params, None, x, c), axis=1) <= bound * (1 + 1e-5))
+    grown = {**skip_params, "skip": {"w": jnp.eye(2)}}
+    np.testing.assert_allclose(skip_net.apply(grown, None, x, c), x, atol=bound * (1 + 1e-5))
 
 
 def test_dropout_is_off_by_default_and_needs_a_key():
@@ -134,6 +158,13 @@ def test_network_under_transform_and_run():
 def test_bad_config_names_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         nw.NetworkConfig(**kwargs)
+
+
+@pytest.mark.parametrize("time_scale", [0.0, -1.0, math.nan])
+def test_bad_time_scale_is_named(time_scale):
+    net, _ = _init(nw.NetworkConfig(hidden_dims=(8,), embedding_dim=8))
+    with pytest.raises(ValueError, match="time_scale"):
+        nw.sde_score_model(net.apply, VPSDE(), time_scale=time_scale)
 
 
 def test_bad_shapes_name_the_argument():

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffnb import metrics, samplers, schedules, sde
+from diffnb import data, metrics, samplers, schedules, sde
 
 N = 5000
 MAX_TV, MAX_MMD2, RATIO = 0.03, 5e-4, (0.95, 1.05)
@@ -214,6 +214,23 @@ def test_pf_ode_trajectory_starts_at_the_prior(vp, nine):
     assert result.trajectory.shape[0] >= 2 and result.nfe >= result.trajectory.shape[0]
 
 
+def test_pf_ode_from_given_points_is_the_gaussian_flow(vp):
+    """For data N(0, v0 I) the VP flow is the rescaling x(t) = x(T) sqrt(v(t) / v(T)),
+    v = e^{-B} v0 + 1 - e^{-B} (notebooks/sde.md, exercise on the Gaussian flow)."""
+    v0 = 0.3
+    gaussian = data.gaussian_mixture(np.zeros((1, 2)), [v0], [1.0])
+    x_T = 3.0 * jax.random.normal(jax.random.key(12), (64, 2))
+    result = samplers.probability_flow_ode(None, sde.exact_score(vp, gaussian), vp, 64,
+                                           x_init=x_T, eps=1e-3)
+
+    def v(t):
+        b = float(vp.integrated_beta(t))
+        return np.exp(-b) * v0 - np.expm1(-b)
+
+    want = np.asarray(x_T) * np.sqrt(v(1e-3) / v(vp.T))
+    np.testing.assert_allclose(np.asarray(result.samples), want, rtol=1e-3, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input names the argument.
 
@@ -236,6 +253,9 @@ def _bad_calls(vp, ncsn, ddpm100, nine):
         ("eps", lambda: samplers.euler_maruyama(key, score, vp, 4, eps=0.0)),
         ("eps", lambda: samplers.probability_flow_ode(key, score, vp, 4, eps=vp.T)),
         ("rtol", lambda: samplers.probability_flow_ode(key, score, vp, 4, rtol=0.0)),
+        ("x_init", lambda: samplers.probability_flow_ode(key, score, vp, 4, x_init=jnp.ones((3, 2)))),
+        ("x_init", lambda: samplers.probability_flow_ode(
+            key, score, vp, 1, x_init=jnp.array([[jnp.nan, 0.0]]))),
         ("schedule", lambda: samplers.annealed_langevin(key, score, ddpm100, 4)),
         ("schedule", lambda: samplers.ddim(key, eps_fn, ncsn, 4, 10)),
         ("sde", lambda: samplers.euler_maruyama(key, score, ddpm100, 4)),
