@@ -4,7 +4,7 @@
 #   make test        unit tests, notebooks (nbmake), book build with -W, browser check
 #   make test-fast   unit tests without the slow ones (the developer loop)
 #   make lab         JupyterLab; notebooks/*.md open as notebooks (jupytext pairing)
-#   make bench       training and sampling speed (installs the bench extra: torch)
+#   make bench       check the PyTorch baseline, then time training and sampling (installs torch)
 #   make serve       preview the built book on http://127.0.0.1:8000
 #   make setup       only create or update .venv
 #   make notebooks   make or refresh notebooks/*.ipynb from notebooks/*.md (jupytext --sync)
@@ -84,10 +84,10 @@ check-book: browser $(STAMP)
 
 # ---------------------------------------------------------------- tests
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not torch"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest tests -m "not slow and not torch"
 
 test: test-unit
 	$(MAKE) book
@@ -106,6 +106,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 bench: $(BENCH_STAMP)
+	$(BIN)/python -m pytest tests/test_bench.py
 	$(BIN)/python benchmarks/speed.py $(BENCH_ARGS)
 
 lint: $(STAMP)

@@ -42,9 +42,10 @@ def test_reference_mlp_is_the_diffnb_network(net_and_inputs):
     )
 
 
+@pytest.mark.torch
 def test_torch_baseline_is_the_diffnb_network(net_and_inputs):
     """The PyTorch baseline, given the Haiku weights, computes the same output."""
-    torch = pytest.importorskip("torch")
+    import torch
     from benchmarks.training_torch import build_model
 
     config, net, params, x, c = net_and_inputs
