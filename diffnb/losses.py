@@ -158,7 +158,7 @@ def dsm_loss(
 ):
     """Continuous denoising score matching, averaged over t in [eps, T].
 
-        L(theta) = 1/(T - eps) int_eps^T lambda(t) E_{x_0, z} || s_theta(x_t, t) + z / std(t) ||^2 dt,
+        L(theta) = 1/(T - eps) int_eps^T lambda(t) E_{x_0,z} ||s_theta(x_t, t) + z / std(t)||^2 dt,
         x_t = scale(t) x_0 + std(t) z,   (scale, std) = sde.marginal(t),
 
     derived in notebooks/sde.md, eq. ``sde-dsm`` (Song et al. 2021, eq. 7), with

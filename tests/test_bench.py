@@ -46,6 +46,7 @@ def test_reference_mlp_is_the_diffnb_network(net_and_inputs):
 def test_torch_baseline_is_the_diffnb_network(net_and_inputs):
     """The PyTorch baseline, given the Haiku weights, computes the same output."""
     import torch
+
     from benchmarks.training_torch import build_model
 
     config, net, params, x, c = net_and_inputs

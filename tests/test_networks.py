@@ -111,13 +111,14 @@ def test_linear_skip_starts_at_zero_and_lets_the_output_grow_with_x():
     assert not np.any(skip_params["skip"]["w"])
     x, c = 100.0 * jax.random.normal(jax.random.key(5), (6, 2)), jnp.zeros(6)
     shared = {k: v for k, v in skip_params.items() if k != "skip"}
-    np.testing.assert_allclose(skip_net.apply(skip_params, None, x, c),
-                               net.apply(shared, None, x, c), rtol=1e-6)
+    np.testing.assert_allclose(
+        skip_net.apply(skip_params, None, x, c), net.apply(shared, None, x, c), rtol=1e-6
+    )
     # Without the skip the LayerNorm bounds the output, whatever |x|: |out| <= |W_o|_2 |LN(h)|
     # + |b_o|, with |LN(h)| <= sqrt(width) max|scale| + |offset|. With it, out ~ W_s x.
     norm, out = params["norm"], params["out"]
-    bound = np.linalg.norm(out["w"], 2) * (np.sqrt(32) * np.abs(norm["scale"]).max()
-                                           + np.linalg.norm(norm["offset"])) + np.linalg.norm(out["b"])
+    hidden_bound = np.sqrt(32) * np.abs(norm["scale"]).max() + np.linalg.norm(norm["offset"])
+    bound = np.linalg.norm(out["w"], 2) * hidden_bound + np.linalg.norm(out["b"])
     assert np.all(np.linalg.norm(net.apply(params, None, x, c), axis=1) <= bound * (1 + 1e-5))
     grown = {**skip_params, "skip": {"w": jnp.eye(2)}}
     np.testing.assert_allclose(skip_net.apply(grown, None, x, c), x, atol=bound * (1 + 1e-5))

@@ -220,8 +220,9 @@ def test_pf_ode_from_given_points_is_the_gaussian_flow(vp):
     v0 = 0.3
     gaussian = data.gaussian_mixture(np.zeros((1, 2)), [v0], [1.0])
     x_T = 3.0 * jax.random.normal(jax.random.key(12), (64, 2))
-    result = samplers.probability_flow_ode(None, sde.exact_score(vp, gaussian), vp, 64,
-                                           x_init=x_T, eps=1e-3)
+    result = samplers.probability_flow_ode(
+        None, sde.exact_score(vp, gaussian), vp, 64, x_init=x_T, eps=1e-3
+    )
 
     def v(t):
         b = float(vp.integrated_beta(t))
@@ -253,7 +254,8 @@ def _bad_calls(vp, ncsn, ddpm100, nine):
         ("eps", lambda: samplers.euler_maruyama(key, score, vp, 4, eps=0.0)),
         ("eps", lambda: samplers.probability_flow_ode(key, score, vp, 4, eps=vp.T)),
         ("rtol", lambda: samplers.probability_flow_ode(key, score, vp, 4, rtol=0.0)),
-        ("x_init", lambda: samplers.probability_flow_ode(key, score, vp, 4, x_init=jnp.ones((3, 2)))),
+        ("x_init", lambda: samplers.probability_flow_ode(
+            key, score, vp, 4, x_init=jnp.ones((3, 2)))),
         ("x_init", lambda: samplers.probability_flow_ode(
             key, score, vp, 1, x_init=jnp.array([[jnp.nan, 0.0]]))),
         ("schedule", lambda: samplers.annealed_langevin(key, score, ddpm100, 4)),
