@@ -213,7 +213,8 @@ def fit(
       num_steps, batch_size: optimiser steps and mini-batch size (capped at n).
       learning_rate: peak rate of ``training.default_optimizer`` (AdamW, warm-up, cosine).
       ema_decay: EMA of the parameters (returned as ``params``), or None for the last iterate.
-      network: the network's sizes; default ``NetworkConfig(output_dim=d)``.
+      network: the network's sizes; default ``NetworkConfig(output_dim=d)``, with
+        ``linear_skip=True`` for vp and subvp (see below).
       standardize: train on (x - mean) / scale (see the module docstring); False keeps x.
       progress: progress bar, as in ``training.train``.
 
@@ -221,17 +222,22 @@ def fit(
       a ``FittedModel``.
 
     The defaults were checked on 10,000 points of ``data.nine_gaussians()`` (one seed, samples
-    of n = 5000 from ``sample``): mode TV / MMD^2 / variance ratio were vp 0.025 / 1e-5 / 1.095,
-    ve 0.017 / 5e-5 / 1.085, ncsn 0.033 / 5e-4 / 1.054, ddpm 0.016 / 3e-4 / 1.047 (subvp not
-    measured). At 5,000 steps the modes stay 13-19% too wide (vp): the score is then still
-    off by about 10% near t ~ 0.05-0.1, where the modes' width is decided.
+    of n = 5000 from ``sample``): mode TV / MMD^2 / variance ratio were vp 0.027 / -2e-5 / 1.070,
+    subvp 0.027 / 4e-4 / 1.089, ve 0.017 / 5e-5 / 1.085, ncsn 0.033 / 5e-4 / 1.054, ddpm
+    0.016 / 3e-4 / 1.047. The linear skip of the vp and subvp networks lets the output grow
+    with x, as the score of their N(0, I) prior does (notebooks/sde.md); without it subvp's
+    modes came out 37% too wide (vp 9.5%), while ve with it gave 1.102. At 5,000 steps the
+    modes stay 13-19% too wide (vp, measured without the skip): the score is then still off by
+    about 10% near t ~ 0.05-0.1, where the modes' width is decided.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     x = check_samples(data, "data")
     batch_size = min(check_positive_int(batch_size, "batch_size"), x.shape[0])
     if network is None:
-        network = networks.NetworkConfig(output_dim=x.shape[1])
+        network = networks.NetworkConfig(
+            output_dim=x.shape[1], linear_skip=model in ("vp", "subvp")
+        )
     elif network.output_dim != x.shape[1]:
         raise ValueError(f"network.output_dim must be {x.shape[1]}, got {network.output_dim}")
     key_sigma, key_init, key_train = jax.random.split(key, 3)

@@ -119,17 +119,8 @@ def test_bad_arguments_are_named(vp, points):
         models.log_likelihood(jax.random.key(0), vp, points[:, :1])
 
 
-_SUBVP_TOO_WIDE = pytest.mark.xfail(
-    strict=True,
-    reason="known: fit()'s defaults leave sub-VP modes 37% too wide under predictor-corrector "
-    "(var ratio 1.37, TV 0.026); open issue",
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "model", [pytest.param(m, marks=_SUBVP_TOO_WIDE) if m == "subvp" else m for m in models.MODELS]
-)
+@pytest.mark.parametrize("model", models.MODELS)
 def test_defaults_reach_the_noise_floor_on_the_nine_gaussians(nine, model):
     # The chapters' bar at n = 5000: mode TV <= 0.05, MMD^2 <= 2e-3, variance ratio 0.9-1.1.
     x = data.sample(jax.random.key(12345), nine, 10_000)
