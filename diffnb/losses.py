@@ -20,6 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from diffnb import schedules
+
 __all__ = [
     "ncsn_loss",
     "ddpm_loss",
@@ -72,7 +74,7 @@ def ddpm_elbo_weights(schedule) -> jax.Array:
     the sum over t = 1..N covers L_0 .. L_{N-1}; L_N has no parameters and is dropped
     (ERRATA #7; notebooks/ddpm.md, eq. ``ddpm-elbo``). Shape (N,), index i = t - 1.
     """
-    return schedule.betas / (2.0 * schedule.alphas * (1.0 - schedule.alpha_bars))
+    return schedule.betas / (2.0 * schedule.alphas * schedules.one_minus_alpha_bars(schedule))
 
 
 def ddpm_loss(apply, schedule, weighting: str = "simple"):

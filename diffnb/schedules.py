@@ -35,6 +35,7 @@ __all__ = [
     "ddpm_schedule",
     "ddpm_from_vp",
     "ddpm_posterior",
+    "one_minus_alpha_bars",
     "exact_eps",
     "NCSNSchedule",
     "ncsn_schedule",
@@ -122,7 +123,7 @@ def _step_index(i, n: int) -> jax.Array:
     return i
 
 
-def _one_minus_alpha_bars(schedule: DDPMSchedule) -> jax.Array:
+def one_minus_alpha_bars(schedule: DDPMSchedule) -> jax.Array:
     """1 - abar_i as -expm1(sum_{s<=i} log(1 - beta_s)), with full relative precision.
 
     In float32, 1 - alpha_bars loses up to 3e-4 relative precision at Ho et al.'s first steps,
@@ -143,7 +144,7 @@ def ddpm_posterior(
         raise ValueError(f"x_t and x_0 must have equal shapes (n, d), got {x_t.shape}, {x_0.shape}")
     i = _step_index(i, x_t.shape[0])
     beta, alpha, abar_prev = schedule.betas[i], schedule.alphas[i], schedule.alpha_bars_prev[i]
-    one_minus = _one_minus_alpha_bars(schedule)
+    one_minus = one_minus_alpha_bars(schedule)
     one_minus_abar = one_minus[i]
     one_minus_prev = jnp.where(i > 0, one_minus[jnp.maximum(i - 1, 0)], 0.0)
     coef_0 = jnp.sqrt(abar_prev) * beta / one_minus_abar
@@ -165,7 +166,7 @@ def exact_eps(
         x = jnp.asarray(x)
         i = _step_index(i, x.shape[0])
         abar = schedule.alpha_bars[i]
-        std = jnp.sqrt(_one_minus_alpha_bars(schedule)[i])
+        std = jnp.sqrt(one_minus_alpha_bars(schedule)[i])
         return -std[:, None] * data.score(mixture, x, jnp.sqrt(abar), std)
 
     return eps_fn

@@ -168,6 +168,15 @@ def test_elbo_weight_turns_the_posterior_mean_error_into_the_noise_error():
     np.testing.assert_allclose(weighted, kl, rtol=2e-3)
 
 
+def test_elbo_weight_of_the_first_step_keeps_full_precision():
+    # At t = 1, 1 - abar_1 = beta_1 = 1e-4, so w_1 = 1 / (2 alpha_1) exactly; 1 - abar in
+    # float32 would be off by up to 3e-4 relative there.
+    schedule = schedules.ddpm_from_vp(VPSDE(0.1, 20.0), 1000)
+    beta_1 = float(schedule.betas[0])
+    w = np.asarray(losses.ddpm_elbo_weights(schedule))
+    np.testing.assert_allclose(w[0], 1.0 / (2.0 * (1.0 - beta_1)), rtol=2e-6)
+
+
 def test_bad_arguments_are_named(nine):
     ddpm = schedules.ddpm_from_vp(VPSDE(), 50)
     eps_fn = _scaled(schedules.exact_eps(ddpm, nine))
