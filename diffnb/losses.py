@@ -20,8 +20,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from diffnb import schedules
-
 __all__ = [
     "ncsn_loss",
     "ddpm_loss",
@@ -74,7 +72,7 @@ def ddpm_elbo_weights(schedule) -> jax.Array:
     the sum over t = 1..N covers L_0 .. L_{N-1}; L_N has no parameters and is dropped
     (ERRATA #7; notebooks/ddpm.md, eq. ``ddpm-elbo``). Shape (N,), index i = t - 1.
     """
-    return schedule.betas / (2.0 * schedule.alphas * schedules.one_minus_alpha_bars(schedule))
+    return schedule.betas / (2.0 * schedule.alphas * schedule.one_minus_alpha_bars)
 
 
 def ddpm_loss(apply, schedule, weighting: str = "simple"):
@@ -96,7 +94,7 @@ def ddpm_loss(apply, schedule, weighting: str = "simple"):
     """
     if weighting not in ("simple", "elbo"):
         raise ValueError(f"weighting must be 'simple' or 'elbo', got {weighting!r}")
-    alpha_bars = jnp.asarray(schedule.alpha_bars)
+    alpha_bars, one_minus = schedule.alpha_bars, schedule.one_minus_alpha_bars
     num_steps = alpha_bars.shape[0]
     if weighting == "simple":
         weights = jnp.ones(num_steps, alpha_bars.dtype)
@@ -107,9 +105,8 @@ def ddpm_loss(apply, schedule, weighting: str = "simple"):
         key_step, key_noise, key_model = jax.random.split(key, 3)
         n = batch.shape[0]
         step = jax.random.randint(key_step, (n,), 0, num_steps)
-        abar = alpha_bars[step]
         z = jax.random.normal(key_noise, batch.shape, batch.dtype)
-        x_t = jnp.sqrt(abar)[:, None] * batch + jnp.sqrt(1.0 - abar)[:, None] * z
+        x_t = jnp.sqrt(alpha_bars[step])[:, None] * batch + jnp.sqrt(one_minus[step])[:, None] * z
         eps = apply(params, key_model, x_t, step)
         return jnp.mean(weights[step] * _sum_sq(eps - z))
 

@@ -91,7 +91,7 @@ class FittedModel:
         params, apply = self.params, self._apply
         if self.model != "ddpm":
             return lambda u, cond: apply(params, None, u, cond)
-        std = jnp.sqrt(1.0 - self.process.alpha_bars)
+        std = jnp.sqrt(self.process.one_minus_alpha_bars)
         return lambda u, i: -apply(params, None, u, i) / std[i][:, None]
 
     @property

@@ -192,7 +192,7 @@ def _ddpm_ancestral(key, eps_fn, schedule, n, dim, variance, return_trajectory):
     def step(x, inputs):
         i, key_i = inputs
         eps = eps_fn(x, jnp.full((n,), i))
-        coef = schedule.betas[i] / jnp.sqrt(1.0 - schedule.alpha_bars[i])
+        coef = schedule.betas[i] / jnp.sqrt(schedule.one_minus_alpha_bars[i])
         mean = (x - coef * eps) / jnp.sqrt(schedule.alphas[i])
         sigma = jnp.where(i > 0, jnp.sqrt(variances[i]), 0.0)  # z = 0 at the last step
         x = mean + sigma * jax.random.normal(key_i, x.shape)
@@ -261,17 +261,20 @@ def _ddim_indices(num_train_steps: int, num_steps: int) -> tuple[np.ndarray, np.
 def _ddim(key, eps_fn, schedule, n, dim, num_steps, return_trajectory):
     tau, tau_next = _ddim_indices(schedule.betas.shape[0], num_steps)
     x_init = jax.random.normal(key, (n, dim))
-    abar = schedule.alpha_bars
-    abar_next = jnp.where(tau_next >= 0, abar[np.maximum(tau_next, 0)], 1.0)
+    abar, one_minus = schedule.alpha_bars, schedule.one_minus_alpha_bars
+    has_next, next_index = tau_next >= 0, np.maximum(tau_next, 0)
+    abar_next = jnp.where(has_next, abar[next_index], 1.0)  # abar_0 := 1 after the last step
+    one_minus_next = jnp.where(has_next, one_minus[next_index], 0.0)
 
     def step(x, inputs):
-        i, abar_i, abar_j = inputs
+        i, abar_i, one_minus_i, abar_j, one_minus_j = inputs
         eps = eps_fn(x, jnp.full((n,), i))
-        x0 = (x - jnp.sqrt(1.0 - abar_i) * eps) / jnp.sqrt(abar_i)
-        x = jnp.sqrt(abar_j) * x0 + jnp.sqrt(1.0 - abar_j) * eps
+        x0 = (x - jnp.sqrt(one_minus_i) * eps) / jnp.sqrt(abar_i)
+        x = jnp.sqrt(abar_j) * x0 + jnp.sqrt(one_minus_j) * eps
         return x, (x if return_trajectory else None)
 
-    x, path = jax.lax.scan(step, x_init, (jnp.asarray(tau), abar[tau], abar_next))
+    inputs = (jnp.asarray(tau), abar[tau], one_minus[tau], abar_next, one_minus_next)
+    x, path = jax.lax.scan(step, x_init, inputs)
     return x, _with_start(x_init, path)
 
 

@@ -53,6 +53,7 @@ def test_schedule_fields_follow_their_definitions():
     np.testing.assert_allclose(s.alphas, 1 - betas, rtol=1e-6)
     np.testing.assert_allclose(s.alpha_bars, abar, rtol=1e-6)
     np.testing.assert_allclose(s.alpha_bars_prev, np.r_[1.0, abar[:-1]], rtol=1e-6)
+    np.testing.assert_allclose(s.one_minus_alpha_bars, 1 - abar, rtol=1e-6)
     assert float(s.posterior_variances[0]) == 0.0
 
 
@@ -111,6 +112,8 @@ def test_early_steps_keep_full_precision(nine):
     """At Ho et al.'s first steps 1 - abar ~ 1e-4: float32 1 - alpha_bars would be 3e-4 off."""
     betas = np.linspace(1e-4, 0.02, 1000)
     schedule = ddpm_schedule(betas)
+    one_minus_64 = -np.expm1(np.cumsum(np.log1p(-betas)))
+    np.testing.assert_allclose(schedule.one_minus_alpha_bars, one_minus_64, rtol=1e-6)
     x = jnp.array([[-2.01, 0.02], [1.99, 2.0], [0.0, -1.98]])
     for step in (0, 1, 2):
         one_minus = -math.expm1(np.sum(np.log1p(-betas[: step + 1])))  # float64
