@@ -61,6 +61,8 @@ class FittedModel:
       process: an ``SDE`` (vp, subvp, ve), ``NCSNSchedule`` (ncsn) or ``DDPMSchedule`` (ddpm).
       shift: (d,) and scale: float, the standardisation u = (x - shift) / scale.
       losses: (num_steps,) the training loss of each step.
+      time_scale: the SDE score network's time scale (vp, subvp, ve; see
+        ``networks.sde_score_model``).
     """
 
     model: str
@@ -70,6 +72,7 @@ class FittedModel:
     shift: jax.Array
     scale: float
     losses: jax.Array
+    time_scale: float = networks.TIME_SCALE
 
     @functools.cached_property
     def _apply(self):
@@ -79,7 +82,7 @@ class FittedModel:
             return networks.ncsn_score_model(net.apply)
         if self.model == "ddpm":
             return networks.ddpm_eps_model(net.apply, self.process.num_steps)
-        return networks.sde_score_model(net.apply, self.process)
+        return networks.sde_score_model(net.apply, self.process, self.time_scale)
 
     @functools.cached_property
     def score_fn(self):
@@ -201,6 +204,7 @@ def fit(
     learning_rate: float = 2e-3,
     ema_decay: float | None = 0.999,
     network: networks.NetworkConfig | None = None,
+    time_scale: float | None = None,
     standardize: bool = True,
     progress: bool | None = None,
 ) -> FittedModel:
@@ -215,6 +219,8 @@ def fit(
       ema_decay: EMA of the parameters (returned as ``params``), or None for the last iterate.
       network: the network's sizes; default ``NetworkConfig(output_dim=d)``, with
         ``linear_skip=True`` for vp and subvp (see below).
+      time_scale: vp, subvp and ve only: radians the time embedding's fastest sinusoid
+        turns over [0, T] (``networks.sde_score_model``); default ``networks.TIME_SCALE``.
       standardize: train on (x - mean) / scale (see the module docstring); False keeps x.
       progress: progress bar, as in ``training.train``.
 
@@ -240,6 +246,12 @@ def fit(
         )
     elif network.output_dim != x.shape[1]:
         raise ValueError(f"network.output_dim must be {x.shape[1]}, got {network.output_dim}")
+    if time_scale is None:
+        time_scale = networks.TIME_SCALE
+    elif model in ("ncsn", "ddpm"):
+        raise ValueError(f"time_scale applies to vp, subvp and ve only, not {model!r}")
+    elif not (np.isfinite(time_scale) and time_scale > 0):
+        raise ValueError(f"time_scale must be a finite positive number, got {time_scale}")
     key_sigma, key_init, key_train = jax.random.split(key, 3)
 
     shift, scale = _standardisation(x, standardize)
@@ -247,7 +259,9 @@ def fit(
     process = _process(key_sigma, model, u)
     net = networks.score_network(network)
     params = jax.jit(net.init)(key_init, u[:1], jnp.zeros(1, u.dtype))
-    skeleton = FittedModel(model, params, network, process, shift, scale, jnp.zeros(0))
+    skeleton = FittedModel(
+        model, params, network, process, shift, scale, jnp.zeros(0), float(time_scale)
+    )
     result = training.train(
         key_train,
         _loss(model, skeleton._apply, process),

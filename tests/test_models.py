@@ -119,6 +119,19 @@ def test_bad_arguments_are_named(vp, points):
         models.log_likelihood(jax.random.key(0), vp, points[:, :1])
 
 
+def test_time_scale_reaches_the_score_network(points):
+    fast, slow = _fit("vp", points, num_steps=1), _fit("vp", points, num_steps=1, time_scale=50.0)
+    assert (fast.time_scale, slow.time_scale) == (networks.TIME_SCALE, 50.0)
+    u, t = points[:8], jnp.full(8, 0.3)
+    expected = networks.sde_score_model(networks.score_network(TINY).apply, slow.process, 50.0)
+    np.testing.assert_array_equal(slow.score_fn(u, t), expected(slow.params, None, u, t))
+    for model in ("ncsn", "ddpm"):
+        with pytest.raises(ValueError, match="time_scale"):
+            _fit(model, points, time_scale=50.0)
+    with pytest.raises(ValueError, match="time_scale"):
+        _fit("ve", points, time_scale=-1.0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", models.MODELS)
 def test_defaults_reach_the_noise_floor_on_the_nine_gaussians(nine, model):
