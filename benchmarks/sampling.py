@@ -30,7 +30,7 @@ def _timed(fn):
 
 
 def pf_ode_unjitted(key, score_fn, sde, n, dim=2, rtol=1e-5, atol=1e-5, eps=1e-3):
-    """The case study's way: solve_ivp (RK45) on a right-hand side that runs op by op."""
+    """Dirmeier's (2023) way: solve_ivp (RK45) on a right-hand side that runs op by op."""
     x_init = np.asarray(sde.prior_sample(key, n, dim), dtype=np.float64)
     field = sde.probability_flow(score_fn)
 

@@ -1,10 +1,10 @@
-"""Training and sampling speed of diffnb against the case study's loop, PyTorch and the machine.
+"""Training and sampling speed of diffnb against Dirmeier's (2023) loop, PyTorch and the machine.
 
     python benchmarks/speed.py            # the full run behind `make bench`
     python benchmarks/speed.py --tiny     # a seconds-long smoke run (tests/test_bench.py)
 
 Training, the chapters' score MLP at batch 64 (steps per second and model GFLOP/s):
-  1. loop    the case study's way: the step not jitted, a Python loop;
+  1. loop    Dirmeier's (2023) way: the step not jitted, a Python loop;
   2. diffnb  diffnb.training.train as notebooks/ncsn.md calls it;
   3. pure    a hand-written MLP of the same shapes in the same lax.scan (the reference);
   4. torch   PyTorch eager on the CPU, same network, AdamW and batch;

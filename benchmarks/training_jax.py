@@ -1,6 +1,6 @@
 """Three ways to train the score MLP in JAX, timed on the same loss, optimiser and batch.
 
-- ``python_loop``: the case study's way, the step not jitted, one Python iteration per step;
+- ``python_loop``: Dirmeier's (2023) way, the step not jitted, one Python iteration per step;
 - ``diffnb_train``: ``diffnb.training.train`` as notebooks/ncsn.md calls it (NCSN loss,
   default AdamW with warm-up and cosine decay, EMA 0.999);
 - ``pure_jax``: a hand-written MLP of the same shapes, the same loss and optimiser, in one

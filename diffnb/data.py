@@ -36,8 +36,8 @@ __all__ = [
     "ring",
 ]
 
-# Weights of the case study's nine Gaussians, hard-coded: the original draws them from
-# jax.random with key 23, which gives other numbers under jax >= 0.5 (ERRATA #1).
+# Weights of Dirmeier's (2023) nine Gaussians, hard-coded: the original draws them from
+# jax.random with key 23, which gives other numbers under jax >= 0.5.
 NINE_GAUSSIAN_WEIGHTS = (
     0.01351, 0.22145, 0.13097, 0.10856, 0.11172, 0.12327, 0.03514, 0.24330, 0.01209,
 )  # fmt: skip
@@ -104,10 +104,10 @@ def gaussian_mixture(means, covs, weights) -> GaussianMixture:
 
 
 def nine_gaussians() -> GaussianMixture:
-    """The case study's data: nine Gaussians on the grid {-2, 0, 2}^2, covariance I/16.
+    """Dirmeier's (2023) data: nine Gaussians on the grid {-2, 0, 2}^2, covariance I/16.
 
     Means are in row-major order, x outer and y inner; the weights are hard-coded
-    (ERRATA #1). The mixture's entropy is 1.9822 nats.
+    (JAX's random bits change between versions). The mixture's entropy is 1.9822 nats.
     """
     grid = np.array([-2.0, 0.0, 2.0])
     means = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)

@@ -115,7 +115,7 @@ def log_likelihood(
     nats for points that end far out in the tails (tests/test_likelihood.py).
 
     ``nfe`` counts the solver's evaluations of the augmented field, each one batched
-    velocity plus its divergence. Tolerances default to 1e-5 (ERRATA #17).
+    velocity plus its divergence. Tolerances default to 1e-5.
     """
     if not isinstance(sde, SDE):
         raise ValueError(f"sde must be a diffnb.sde.SDE, got {type(sde).__name__}")

@@ -35,7 +35,7 @@ def _sum_sq(a: jax.Array) -> jax.Array:
 
 
 def ncsn_loss(apply, schedule):
-    """NCSN loss with lambda(sigma) = sigma^2 (ERRATA #10), levels drawn uniformly.
+    """NCSN loss with lambda(sigma) = sigma^2, levels drawn uniformly.
 
         L(theta) = E_{i ~ U{1..L}} E_{x_0, z} 1/2 sigma_i^2 || s_theta(x_0 + sigma_i z, sigma_i)
                                                             + z / sigma_i ||^2
@@ -70,7 +70,7 @@ def ddpm_elbo_weights(schedule) -> jax.Array:
     w_t = beta_t / (2 alpha_t (1 - abar_t)) is finite for every t. At t = 1 it is also the
     weight of L_0 = -log N(x_0; mu_theta(x_1, 1), beta_1 I) in eps form, up to a constant, so
     the sum over t = 1..N covers L_0 .. L_{N-1}; L_N has no parameters and is dropped
-    (ERRATA #7; notebooks/ddpm.md, eq. ``ddpm-elbo``). Shape (N,), index i = t - 1.
+    (notebooks/ddpm.md, eq. ``ddpm-elbo``). Shape (N,), index i = t - 1.
     """
     return schedule.betas / (2.0 * schedule.alphas * schedule.one_minus_alpha_bars)
 

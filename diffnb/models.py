@@ -103,8 +103,8 @@ class FittedModel:
 
         NCSN's geometric levels sigma_1 > ... > sigma_L are sigma(t) of
         ``VESDE(sigma_L, sigma_1)`` at t_i = (L - i) / (L - 1); DDPM's betas of
-        ``ddpm_from_vp(VPSDE(beta_min, beta_max), N)`` are beta_min / N ... beta_max / N
-        (ERRATA #15), which gives back beta_min and beta_max.
+        ``ddpm_from_vp(VPSDE(beta_min, beta_max), N)`` are beta_min / N ... beta_max / N,
+        which gives back beta_min and beta_max.
         """
         if self.model == "ncsn":
             sigmas = np.asarray(self.process.sigmas, np.float64)
@@ -121,7 +121,7 @@ class FittedModel:
         vp, subvp, ve: ``score_fn``. ncsn: the network read at sigma(t) of the VE SDE,
         between its training levels too. ddpm: -eps_theta / std(t) with the network read at
         999 t, which is its DDPM conditioning 999 (i + 1) / N at t = (i + 1) / N, and std(t)
-        the VP marginal's (equal to sqrt(1 - abar_i) up to the O(1/N) gap of ERRATA #15).
+        the VP marginal's (equal to sqrt(1 - abar_i) up to the O(1/N) gap of the discretisation).
         """
         params, sde = self.params, self.sde
         if self.model == "ncsn":

@@ -1,14 +1,14 @@
 """The score network: an MLP conditioned on a noise level through a sinusoidal embedding.
 
-The network is the case study's MLP written as a plain function and transformed once by
-Haiku (ERRATA #19):
+The network is Dirmeier's (2023) MLP written as a plain function and transformed once by
+Haiku:
 
     e = GELU(W_e emb(c) + b_e),   h = W_x x + b_x + e,
     h = GELU(W_k h + b_k)  for each hidden width,   out = W_o LayerNorm(h) + b_o [+ W_s x],
 
 where ``emb`` is the sinusoidal embedding of a scalar conditioning value ``c`` per point.
 The raw output is turned into a score or a noise prediction by the parameterisations at the
-bottom of this module, which carry the fixes of ERRATA #11:
+bottom of this module, which fix the scale of the input and the output:
 
 - the embedding sees a conditioning value that varies over many radians: ``log sigma`` for
   noise levels, ``TIME_SCALE * t / T`` for continuous time, ``TIME_SCALE * (i + 1) / N`` for
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 # Continuous time t in [0, T] is shown to the embedding as TIME_SCALE * t / T, the range of a
-# 1000-step DDPM index (ERRATA #11).
+# 1000-step DDPM index.
 TIME_SCALE = 999.0
 
 # A model function, the protocol every loss consumes: apply(params, rng, x (n, d), cond (n,)).
@@ -54,7 +54,7 @@ ModelFn = Callable[[hk.Params, jax.Array | None, jax.Array, jax.Array], jax.Arra
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Sizes of the score MLP. The defaults are the case study's printed sizes.
+    """Sizes of the score MLP. The defaults are Dirmeier's (2023) printed sizes.
 
     Attributes:
       output_dim: dimension d of the data (and of the output).
@@ -62,11 +62,11 @@ class NetworkConfig:
       embedding_dim: width of the sinusoidal embedding and of the input layers (even).
       max_positions: the slowest embedding frequency is 1 / max_positions rad per unit.
       dropout_rate: dropout before the output layer, in [0, 1); 0 (off) by default because it
-        makes the score random at training time (ERRATA #20).
+        makes the score random at training time.
       linear_skip: add a linear map of the input to the output, ``out += W_s x`` (W_s starts at
         zero). The LayerNorm bounds the rest of the output, so without the skip the network
         cannot follow a target that grows with |x|, such as the noise -z ~ -x at large t for
-        points far in the prior's tail (notebooks/sde.md). Off by default: the case study's
+        points far in the prior's tail (notebooks/sde.md). Off by default: Dirmeier's (2023)
         network has none.
     """
 
@@ -99,7 +99,7 @@ def sinusoidal_embedding(c: jax.Array, dim: int, max_positions: float = 10_000.0
 
     The frequencies are geometric, w_k = max_positions^(-k / (dim/2 - 1)) for k = 0..dim/2-1,
     from 1 rad per unit down to 1 / max_positions. Inputs must vary by several radians across
-    their range for the embedding to separate them (ERRATA #11): pass log sigma or a scaled t.
+    their range for the embedding to separate them: pass log sigma or a scaled t.
     """
     if c.ndim != 1:
         raise ValueError(f"c must have shape (n,), got {c.shape}")
@@ -151,7 +151,7 @@ def ncsn_score_model(net_apply) -> ModelFn:
     """NCSN score s(x, sigma) = net(x, log sigma) / sigma, with sigma (n,) the noise level.
 
     Dividing by sigma makes the target of ``net`` the unit-scale -z of notebooks/ncsn.md,
-    eq. ``ncsn-loss`` (ERRATA #11).
+    eq. ``ncsn-loss``.
     """
 
     def apply(params, rng, x, sigma):
@@ -164,7 +164,7 @@ def sde_score_model(net_apply, sde, time_scale: float = TIME_SCALE) -> ModelFn:
     """SDE score s(x, t) = net(x, time_scale t / T) / std(t), std from ``sde.marginal(t)``.
 
     std(t) is the standard deviation of q_0t(x_t | x_0) (notebooks/sde.md, eq. ``sde-dsm``),
-    so the network's target -z has unit scale at every t (ERRATA #11). ``time_scale`` sets how
+    so the network's target -z has unit scale at every t. ``time_scale`` sets how
     many radians the embedding's fastest sinusoid turns over [0, T]: the default matches a
     1000-step DDPM; the SDE chapter uses 50, which keeps the learned field smooth enough in t
     for an adaptive ODE solver.

@@ -142,7 +142,7 @@ def annealed_langevin(
 
     derived in notebooks/ncsn.md, eq. ``ncsn-langevin``. ``step_exponent=2`` is the paper's
     rule (alpha_i proportional to sigma_i^2, so every level mixes in the same number of its own
-    relaxation times); ``step_exponent=1`` is the case study's mistake (ERRATA #9), kept so
+    relaxation times); ``step_exponent=1`` is Dirmeier's (2023) mistake, kept so
     the chapter can show what it does. ``score_fn(x, sigma)`` takes sigma per point, (n,).
 
     With ``denoise=True`` a last Tweedie step x <- x + sigma_L^2 s(x, sigma_L) returns
@@ -155,7 +155,7 @@ def annealed_langevin(
     sigma ~ 0.05-0.2, so the leftover excess variance falls like 1 / (L K step_size /
     sigma_L^2) for L levels of K steps. Measured with the exact score on the nine Gaussians
     (``ncsn_from_ve(VESDE(), L)``, sigma from 10 to 0.01): L = 10 with the defaults (K = 100,
-    step_size 2e-5, the case study's values) leaves modes 11% too wide; L = 20 with the
+    step_size 2e-5, Dirmeier's (2023) values) leaves modes 11% too wide; L = 20 with the
     defaults reaches the floor's thresholds (variance ratio 1.04, 2000 score calls); L = 20,
     K = 50, step_size 5e-5 reaches it with 1000 calls, and K = 100 at 5e-5 with a margin.
     ``nfe = L * steps_per_level`` (+1 with denoise).
@@ -227,8 +227,8 @@ def ddpm_ancestral(
 
     where sigma_i^2 = beta_i (``variance="beta"``) or the posterior variance beta-tilde_i
     (``"beta_tilde"``), and z = 0 at the last step i = 0; derived in notebooks/ddpm.md, eq.
-    ``ddpm-ancestral``. The loop never reads beta_N and step 0 runs (ERRATA #4-#6). The
-    noise is sigma_i z with sigma_i the standard deviation, never beta_i z (ERRATA #4).
+    ``ddpm-ancestral``. The loop never reads beta_N and step 0 runs. The
+    noise is sigma_i z with sigma_i the standard deviation, never beta_i z.
 
     The per-step error is O(beta_i^2): for a Gaussian mode of variance v the exact reverse
     variance is beta_i V_{i-1} / V_i (V_i the variance of y_i), between beta-tilde_i and beta_i.
@@ -374,7 +374,7 @@ def euler_maruyama(
 
         x <- x - [f(x, t) - g(t)^2 s(x, t)] h + g(t) sqrt(h) z          (sde-reverse-em)
 
-    derived in notebooks/sde.md, eq. ``sde-reverse-em`` (Anderson 1982; ERRATA #14:
+    derived in notebooks/sde.md, eq. ``sde-reverse-em`` (Anderson 1982:
     dt < 0 is the step backwards). The last step adds no noise: it returns the mean of the
     final transition, as score_sde's samplers do. For the VP SDE the noise skipped there has
     std sqrt(beta_min h) = 0.03 at h = 1e-2, which would add 1.6% to the 1/16 variance of the

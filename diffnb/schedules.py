@@ -6,14 +6,15 @@ DDPM (notebooks/ddpm.md): alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s, an
     q(y_{t-1} | y_t, y_0) = N(mu_t, beta_tilde_t I),                        (ddpm-posterior)
     mu_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) y_0
            + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) y_t,
-    beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t,   with abar_0 := 1 (ERRATA #8).
+    beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t,   with abar_0 := 1.
 
 Arrays are indexed i = 0..N-1, the paper's t = i + 1.
 
 NCSN (notebooks/ncsn.md, eq. ``ncsn-sigmas``): a strictly decreasing geometric sequence of
 noise levels, sigma_1 the largest (Song & Ermon's order), each level N(y, sigma_i^2 I).
 
-Both are exact discretisations of an SDE of ``diffnb.sde`` (ERRATA #15): DDPM of VP, NCSN of VE.
+NCSN's levels are the VE SDE's sigma(t) on a grid, so its marginals are the VE marginals exactly.
+DDPM's chain has closed-form marginals of its own; they match the VP SDE's to first order in 1/N.
 The factories run eagerly (they check values); the functions they return are jit-compatible.
 """
 
@@ -98,7 +99,7 @@ def ddpm_schedule(betas) -> DDPMSchedule:
 
 
 def ddpm_from_vp(sde: VPSDE, num_steps: int) -> DDPMSchedule:
-    """DDPM with N = ``num_steps`` steps as the discretisation of ``sde`` (ERRATA #15).
+    """DDPM with N = ``num_steps`` steps as the discretisation of ``sde``.
 
     beta_i = (T/N) beta(t_i) at t_i = (i - 1) T / (N - 1), i = 1..N; for T = 1 this is
     beta_min/N + (i - 1)/(N (N - 1)) (beta_max - beta_min), and with [0.1, 20] and N = 1000 it
@@ -180,7 +181,7 @@ def ncsn_from_ve(sde: VESDE, num_levels: int) -> NCSNSchedule:
     sigma_i = sigma(t_i) at t_i = T (L - i)/(L - 1), i = 1..L: the VE SDE's sigma(t) read
     backwards (notebooks/ncsn.md, eq. ``ncsn-sigmas``). Stepping y_i = y_{i-1} +
     sqrt(sigma_{i-1}^2 - sigma_i^2) z from the small levels up reproduces the VE marginals
-    exactly (ERRATA #15).
+    exactly.
     """
     if not isinstance(sde, VESDE):
         raise ValueError(f"sde must be a VESDE, got {type(sde).__name__}")

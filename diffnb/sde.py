@@ -4,16 +4,16 @@ Each process has an affine drift, so its transition kernel is Gaussian and known
 
     q_0t(x_t | x_0) = N(x_t; m(t) x_0, s(t)^2 I),
 
-which is what denoising score matching needs (ERRATA #16). With B(t) = int_0^t beta(u) du:
+which is what denoising score matching needs. With B(t) = int_0^t beta(u) du:
 
 - VE (notebooks/sde.md, eq. ``sde-ve``): f = 0, g = sigma(t) sqrt(2 ln(sigma_max/sigma_min) / T),
   sigma(t) = sigma_min (sigma_max/sigma_min)^(t/T); m = 1, s = sigma(t).
 - VP (eq. ``sde-vp``): f = -beta(t) x / 2, g = sqrt(beta(t)); m = e^{-B/2}, s^2 = 1 - e^{-B}.
 - sub-VP (eq. ``sde-subvp``): f = -beta(t) x / 2, g = sqrt(beta(t) (1 - e^{-2B}));
-  m = e^{-B/2}, s = 1 - e^{-B} (the std, not the variance: ERRATA #13).
+  m = e^{-B/2}, s = 1 - e^{-B} (the std, not the variance).
 
 From any score function s(x, t) ~ grad log q_t(x) the module builds the reverse-time SDE
-dx = [f - g^2 s] dt + g dw_bar with dt < 0 (eq. ``sde-reverse``, ERRATA #14) and the
+dx = [f - g^2 s] dt + g dw_bar with dt < 0 (eq. ``sde-reverse``) and the
 probability-flow ODE dx/dt = f - g^2 s / 2 (eq. ``sde-pf-ode``).
 
 Conventions: points x are (n, d); times t are (n,) (a scalar is broadcast to every point).
@@ -126,7 +126,7 @@ class SDE(abc.ABC):
         """The probability-flow vector field v(x, t) = f(x, t) - g(t)^2 s(x, t) / 2.
 
         Integrating dx/dt = v from T down to 0 moves p_T to p_0 along the same marginals as
-        the SDE (notebooks/sde.md, eq. ``sde-pf-ode``; ERRATA #14). Returns v: (n, d), (n,) ->
+        the SDE (notebooks/sde.md, eq. ``sde-pf-ode``). Returns v: (n, d), (n,) ->
         (n, d), pure and jit-compatible when ``score_fn`` is.
         """
 
@@ -144,7 +144,7 @@ class ReverseSDE:
     """dx = [f(x, t) - g(t)^2 s(x, t)] dt + g(t) dw_bar, run with dt < 0 from T to 0.
 
     Only g is shared with the forward SDE; the drift changes (notebooks/sde.md,
-    eq. ``sde-reverse``; ERRATA #14). ``drift`` and ``diffusion`` are the coefficients in this
+    eq. ``sde-reverse``). ``drift`` and ``diffusion`` are the coefficients in this
     convention, so an Euler–Maruyama step of size h > 0 from t to t - h is
     x - drift(x, t) h + diffusion(t) sqrt(h) z.
     """
@@ -239,7 +239,7 @@ class VESDE(SDE):
     def discretize(self, x, t, dt):
         """NCSN's step from t to t + dt: F = 0, G = sqrt(sigma(t + dt)^2 - sigma(t)^2).
 
-        Exact: it carries N(x_0, sigma(t)^2 I) to N(x_0, sigma(t + dt)^2 I) (ERRATA #15).
+        Exact: it carries N(x_0, sigma(t)^2 I) to N(x_0, sigma(t + dt)^2 I).
         """
         x = _check_points(x)
         t, dt = _per_point(t, x), _per_point(dt, x)
@@ -298,7 +298,7 @@ class VPSDE(_LinearBeta):
         """DDPM's step from t to t + dt: x_{t+dt} = sqrt(1 - b) x + sqrt(b) z.
 
         Here 1 - b = e^{-(B(t+dt) - B(t))}, so the step carries the VP marginal at t exactly to
-        the one at t + dt; to first order b = beta(t) dt, the rule of ERRATA #15. Returns
+        the one at t + dt; to first order b = beta(t) dt, Ho et al.'s rule. Returns
         F = (sqrt(1 - b) - 1) x and G = sqrt(b).
         """
         x = _check_points(x)
@@ -312,7 +312,7 @@ class VPSDE(_LinearBeta):
 class SubVPSDE(_LinearBeta):
     """Sub-VP: dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - e^{-2 B(t)})) dw.
 
-    m(t) = e^{-B(t)/2} and std s(t) = 1 - e^{-B(t)} (ERRATA #13), whose variance is below VP's
+    m(t) = e^{-B(t)/2} and std s(t) = 1 - e^{-B(t)}, whose variance is below VP's
     at every t (notebooks/sde.md, eq. ``sde-subvp``). Prior N(0, I).
     """
 

@@ -3,7 +3,7 @@
 ``train`` runs ``num_steps`` steps of an optax optimiser on ``loss_fn(params, key, batch)``.
 Steps are grouped in chunks of ``steps_per_chunk``; each chunk is one call of a jitted
 function whose body is a ``lax.scan`` over its steps, so Python runs once per chunk, not once
-per step (the case study's un-jitted Python loop ran about 30 times slower; ERRATA #18).
+per step (Dirmeier's (2023) un-jitted Python loop ran about 30 times slower).
 
 Mini-batches: every epoch draws a fresh permutation of the n data points and cuts it into
 ``n // batch_size`` batches; the last ``n % batch_size`` points of that permutation are left

@@ -39,7 +39,7 @@ def _points(key, n=64):
 
 
 def test_nine_gaussians_layout(nine):
-    # Written out from ERRATA #1, not read from the module.
+    # Written out by hand, not read from the module.
     weights = [0.01351, 0.22145, 0.13097, 0.10856, 0.11172, 0.12327, 0.03514, 0.24330, 0.01209]
     means = [[a, b] for a in (-2, 0, 2) for b in (-2, 0, 2)]
     np.testing.assert_allclose(nine.means, means)
@@ -109,7 +109,7 @@ def test_sample_moments(skewed):
 
 
 def test_entropy_of_nine_gaussians(nine):
-    """H = -E log p(X) = 1.9822 nats (ERRATA #1), by Monte Carlo with a 5-standard-error band."""
+    """H = -E log p(X) = 1.9822 nats, by Monte Carlo with a 5-standard-error band."""
     x = data.sample(jax.random.key(5), nine, 200_000)
     log_p = np.asarray(data.log_prob(nine, x), dtype=np.float64)
     se = log_p.std() / np.sqrt(log_p.size)

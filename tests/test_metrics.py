@@ -8,7 +8,7 @@ from scipy import stats
 
 from diffnb import data, metrics
 
-# ERRATA #1, written out here so the expected values do not come from the module under test.
+# The weights written out here so the expected values do not come from the module under test.
 WEIGHTS = np.array(
     [0.01351, 0.22145, 0.13097, 0.10856, 0.11172, 0.12327, 0.03514, 0.24330, 0.01209]
 )
@@ -145,7 +145,7 @@ def test_stored_floor_matches_a_fresh_monte_carlo_run(nine):
     for name, values in scores._asdict().items():
         se = np.std(values, ddof=1) / np.sqrt(len(values))
         assert abs(getattr(floor.mean, name) - getattr(stored.mean, name)) < 4 * se, name
-    # The reference values from issue 2 / ERRATA, measured independently.
+    # The reference values from issue 2, measured independently.
     assert stored.q95.mode_tv == pytest.approx(0.022, abs=0.002)
     assert stored.q95.mmd2 == pytest.approx(2.9e-4, abs=0.5e-4)
     assert stored.var_ratio_low == pytest.approx(0.969, abs=0.01)

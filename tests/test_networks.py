@@ -1,4 +1,4 @@
-"""The score network: its size, its noise embedding (ERRATA #11) and its parameterisations."""
+"""The score network: its size, its noise embedding and its parameterisations."""
 
 import math
 
@@ -19,7 +19,7 @@ def _init(config, n=5):
 
 
 def _mlp_size(d, hidden, e):
-    """Scalars of the case study's MLP, counted by hand from its layers."""
+    """Scalars of Dirmeier's (2023) MLP, counted by hand from its layers."""
     size = (d * e + e) + (e * e + e)  # Linear on x; Linear on the embedding
     width = e
     for h in hidden:
@@ -58,8 +58,8 @@ def _effective_rank(features, tol=1e-2):
 
 
 def test_embedding_of_log_sigma_separates_levels_and_of_raw_sigma_does_not():
-    # ERRATA #11: raw sigma in [0.01, 1] barely turns even the fastest sinusoid (1 rad/unit).
-    sigma = jnp.geomspace(1.0, 0.01, 100)  # the case study's NCSN levels
+    # Raw sigma in [0.01, 1] barely turns even the fastest sinusoid (1 rad/unit).
+    sigma = jnp.geomspace(1.0, 0.01, 100)  # Dirmeier's (2023) NCSN levels
     raw = np.asarray(nw.sinusoidal_embedding(sigma, 256))
     logged = np.asarray(nw.sinusoidal_embedding(jnp.log(sigma), 256))
     gap_raw = np.linalg.norm(np.diff(raw, axis=0), axis=1)

@@ -1,8 +1,9 @@
 """Samplers driven by the exact score of the nine Gaussians must reach the metrics' noise floor.
 
-The floor (ERRATA, n = 5000, 95th percentile): mode TV 0.022, MMD^2(h = 0.5) 2.9e-4, variance
-ratio in [0.969, 1.019]; the thresholds below leave a margin over it. With the exact score any
-excess is the sampler's own error (discretisation, schedule, indexing), not learning error.
+The floor (notebooks/data.md, n = 5000, 95th percentile): mode TV 0.022, MMD^2(h = 0.5)
+2.9e-4, variance ratio in [0.969, 1.019]; the thresholds below leave a margin over it.
+With the exact score any excess is the sampler's own error (discretisation, schedule,
+indexing), not learning error.
 """
 
 import jax
@@ -40,7 +41,7 @@ def ve():
 
 @pytest.fixture(scope="module")
 def ddpm100(vp):
-    """The exact discretisation of the VP SDE in 100 steps (ERRATA #15)."""
+    """Ho et al.'s discretisation of the VP SDE in 100 steps (first order in 1/N)."""
     return schedules.ddpm_from_vp(vp, 100)
 
 
@@ -78,7 +79,7 @@ def test_annealed_langevin_reaches_floor(nine, ve):
 
 @pytest.mark.slow
 def test_langevin_linear_step_rule_fails(nine, ve):
-    """ERRATA #9: the same run with alpha_i proportional to sigma_i, not sigma_i^2, has steps
+    """Pitfall: the same run with alpha_i proportional to sigma_i, not sigma_i^2, has steps
     up to 1000 times too small at the top levels and never leaves the wide initial cloud."""
     schedule = schedules.ncsn_from_ve(ve, LANGEVIN["levels"])
     wrong = samplers.annealed_langevin(
@@ -155,7 +156,7 @@ def test_probability_flow_reaches_floor_cheaply(nine, process):
 
 def test_ancestral_indices_and_silent_last_step(ddpm100):
     """Steps run i = 99..0: an eps_fn that poisons any other index leaves no NaN, and with
-    eps = 0 the last step is y_0 = y_1 / sqrt(alpha_0), without noise (ERRATA #4-#6)."""
+    eps = 0 the last step is y_0 = y_1 / sqrt(alpha_0), without noise."""
     num = ddpm100.betas.shape[0]
 
     def eps_fn(x, i):

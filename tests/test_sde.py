@@ -25,7 +25,7 @@ def _B(t):  # int_0^t (0.1 + 19.9 u) du
 
 
 def _kernel(name, t):
-    """(mean scale, std) of q_0t from the chapter's formulas (ERRATA #13 for sub-VP)."""
+    """(mean scale, std) of q_0t from the chapter's formulas."""
     if name == "ve":
         return 1.0, 0.01 * 1000.0**t
     if name == "vp":
