@@ -4,6 +4,7 @@
 #   make test        unit tests, notebooks (nbmake), book build with -W, browser check
 #   make test-fast   unit tests without the slow ones (the developer loop)
 #   make lab         JupyterLab; notebooks/*.md open as notebooks (jupytext pairing)
+#   make test-min    unit tests (not slow) against the lowest supported versions (.venv-min)
 #   make bench       check the PyTorch baseline, then time training and sampling (installs torch)
 #   make serve       preview the built book on http://127.0.0.1:8000
 #   make setup       only create or update .venv
@@ -38,7 +39,9 @@ NOTEBOOKS := $(wildcard notebooks/*.md)
 HTML := _build/html
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bench help setup browser notebooks execute book test test-unit test-fast test-notebooks \
+MIN_VENV ?= .venv-min
+
+.PHONY: test-min bench help setup browser notebooks execute book test test-unit test-fast test-notebooks \
         check-book lab serve lint format clean
 
 help:
@@ -88,6 +91,13 @@ test-unit: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow and not torch"
+
+# The package's floors (requirements/min.txt) in a venv of their own.
+test-min:
+	@test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet -r requirements/min.txt -c requirements/min.txt \
+	  -e . 'pytest>=8.3' 'pytest-xdist>=3.6'
+	$(MIN_VENV)/bin/python -m pytest tests -m "not slow and not torch"
 
 test: test-unit
 	$(MAKE) book
