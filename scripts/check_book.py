@@ -13,7 +13,8 @@ fails on any of these defects, counted in these units:
   own font; 100 is ruff's line length for the package and the chapters;
 - ``markup``: raw markup in the visible text outside code and maths: a TeX command
   (``\\frac``), a MyST role that did not render ({eq} and the like), ``$...$`` or ``$$``,
-  ``\\(``, ``\\[``, "ERRATA", or ASCII maths such as ``sigma_t^2``;
+  ``\\(``, ``\\[``, "ERRATA", a raw label ("eq. data-score", "fig-..."), or ASCII maths
+  such as ``sigma_t^2`` (matches less than 30 characters apart count as one piece);
 - ``tables``: an output that prints a table as plain text: 3 or more lines with 3 or more runs
   of two or more spaces;
 - ``long``: an output block of more than 30 lines;
@@ -63,6 +64,7 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1280, 900
 MIN_COLUMNS = 100  # ruff's line-length in pyproject.toml
 MAX_OUTPUT_LINES = 30
+MERGE_GAP = 30  # characters between two raw-markup matches that make them one piece
 SKIP_DIRS = {"_static", "_sources", "_images", "jupyter_execute"}
 FIXTURES = ROOT / "tests" / "book_check"
 WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
@@ -81,6 +83,7 @@ RAW_MARKUP = [
     ("MyST role", re.compile(r"\{[a-z][a-z0-9_:-]*\}")),
     ("dollar maths", re.compile(r"\$[^$\n]{1,200}\$")),
     ("ERRATA", re.compile(r"ERRATA")),
+    ("raw label", re.compile(r"\beqs?\.\s*\(?[a-z][a-z0-9]*-[a-z0-9-]+|\bfig-[a-z0-9-]+")),
     ("ASCII maths", re.compile(r"\b[A-Za-z]{1,8}_(?:\{|[A-Za-z0-9]{1,3}\b)|\w\^[\w{(-]")),
 ]
 
@@ -145,7 +148,9 @@ return {
   outputs: boxes(pres.filter((p) => p.closest('.cell_output'))),
   source: boxes(pres.filter((p) => !p.closest('.cell_input, .cell_output'))),
   prose: prose.textContent,
-  launch: Array.from(document.querySelectorAll('a[href]'), (a) => a.href)
+  launch: Array.from(document.querySelectorAll('a[href]'))
+    .filter((a) => !a.closest('article'))  // the header's buttons, not links in the text
+    .map((a) => a.href)
     .filter((h) => /mybinder\\.org|colab\\.research\\.google\\.com/.test(h)),
 };
 """
@@ -235,12 +240,27 @@ def check_link(root: Path, base: str, href: str) -> str | None:
 
 
 def raw_markup(text: str) -> list[str]:
-    """Each piece of raw markup in prose text, as 'kind: ...context...'."""
+    """Each piece of raw markup in prose text, as 'kinds: ...context...'.
+
+    Matches less than MERGE_GAP characters apart are one piece (a formula that did not render
+    is one defect, however many TeX commands it has).
+    """
+    spans = sorted(
+        (match.start(), match.end(), kind)
+        for kind, pattern in RAW_MARKUP
+        for match in pattern.finditer(text)
+    )
+    pieces: list[list] = []
+    for start, end, kind in spans:
+        if pieces and start - pieces[-1][1] < MERGE_GAP:
+            pieces[-1][1] = max(pieces[-1][1], end)
+            pieces[-1][2].add(kind)
+        else:
+            pieces.append([start, end, {kind}])
     found = []
-    for kind, pattern in RAW_MARKUP:
-        for match in pattern.finditer(text):
-            snippet = " ".join(text[max(0, match.start() - 25) : match.end() + 25].split())
-            found.append(f"{kind} {match.group(0)!r}: ...{snippet}...")
+    for start, end, kinds in pieces:
+        snippet = " ".join(text[max(0, start - 25) : min(end, start + 60) + 25].split())
+        found.append(f"{', '.join(sorted(kinds))}: ...{snippet}...")
     return found
 
 
@@ -406,6 +426,7 @@ def check_page(driver, root: Path, base: str, page: Path, launch: LaunchTarget |
 
     notebook_page = (root / "_sources" / page).with_suffix(".ipynb").exists()
     if launch is not None and notebook_page:
+        report.totals["launch"] = len(m["launch"])
         hosts = {urlsplit(u).netloc for u in m["launch"]}
         for host in ("mybinder.org", "colab.research.google.com"):
             if host not in hosts:
@@ -446,8 +467,9 @@ def print_reports(reports: list[PageReport]) -> int:
             print(report.summary())
     heights = sum(r.height for r in reports)
     totals = {kind: sum(r.counts[kind] for r in reports) for kind in DEFECTS}
+    launch = sum(r.totals.get("launch", 0) for r in reports)
     print(
-        f"check_book: {len(reports)} pages, {heights:,} px in all; "
+        f"check_book: {len(reports)} pages, {heights:,} px in all, {launch} launch buttons; "
         + ", ".join(f"{kind} {count}" for kind, count in totals.items())
     )
     for report in reports:
