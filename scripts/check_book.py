@@ -14,7 +14,8 @@ fails on any of these defects, counted in these units:
 - ``markup``: raw markup in the visible text outside code and maths: a TeX command
   (``\\frac``), a MyST role that did not render ({eq} and the like), ``$...$`` or ``$$``,
   ``\\(``, ``\\[``, "ERRATA", a raw label ("eq. data-score", "fig-..."), or ASCII maths
-  such as ``sigma_t^2`` (matches less than 30 characters apart count as one piece);
+  such as ``sigma_t^2`` (matches less than 30 characters apart count as one piece; the HTML
+  tables that cells output are data and are not searched, their figure captions are);
 - ``tables``: an output that prints a table as plain text: 3 or more lines with 3 or more runs
   of two or more spaces;
 - ``long``: an output block of more than 30 lines;
@@ -139,8 +140,9 @@ const maths = Array.from(article.querySelectorAll('mjx-container[display]')).map
                    m.textContent || '').slice(0, 70) };
 });
 const prose = article.cloneNode(true);
+// Left out: code, maths, and the HTML tables that cells output (data, labelled by the code).
 prose.querySelectorAll('pre, code, kbd, samp, script, style, mjx-container, .highlight, ' +
-                       'mjx-assistive-mml, .MathJax, .headerlink')
+                       'mjx-assistive-mml, .MathJax, .headerlink, .cell_output table')
   .forEach((el) => el.remove());
 return {
   height: height, viewport: viewport, maths: maths,
