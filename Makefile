@@ -9,7 +9,7 @@
 #   make serve       preview the built book on http://127.0.0.1:8000
 #   make setup       only create or update .venv
 #   make notebooks   make or refresh notebooks/*.ipynb from notebooks/*.md (jupytext --sync)
-#   make lint        ruff; `make format` rewrites
+#   make lint        ruff on the package and on the notebooks' code; `make format` rewrites the package
 #   make clean       remove _build and the generated .ipynb files
 #
 # LOCK=requirements/lock.txt pins every package; `make test LOCK=` installs the newest
@@ -35,7 +35,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.diffnb-installed
 PIP_PINS := $(if $(LOCK),-c $(LOCK),--upgrade --upgrade-strategy eager)
 
-NOTEBOOKS := $(wildcard notebooks/*.md)
+# The intro is an executed page too (its first figure).
+NOTEBOOKS := intro.md $(wildcard notebooks/*.md)
 HTML := _build/html
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -82,7 +83,10 @@ test-notebooks: execute
 book: execute
 	jupyter-book build . -n -W --keep-going
 
+# First the checker's own test (tests/book_check/: a clean page passes, a page with each
+# defect fails as that defect), then the built book at a 1280-px window.
 check-book: browser $(STAMP)
+	$(BIN)/python scripts/check_book.py --self-test
 	$(BIN)/python scripts/check_book.py $(HTML)
 
 # ---------------------------------------------------------------- tests
@@ -119,13 +123,16 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m pytest tests/test_bench.py
 	$(BIN)/python benchmarks/speed.py $(BENCH_ARGS)
 
+# The notebooks' code is linted with the same settings (scripts/lint_notebooks.py: jupytext
+# makes each .md a notebook in a temporary folder, ruff checks it cell by cell).
 lint: $(STAMP)
 	ruff check diffnb tests scripts benchmarks
 	ruff format --check diffnb tests scripts benchmarks
+	$(BIN)/python scripts/lint_notebooks.py $(NOTEBOOKS)
 
 format: $(STAMP)
 	ruff check --fix diffnb tests scripts benchmarks
 	ruff format diffnb tests scripts benchmarks
 
 clean:
-	rm -rf _build notebooks/*.ipynb notebooks/.ipynb_checkpoints .ruff_cache
+	rm -rf _build intro.ipynb notebooks/*.ipynb notebooks/.ipynb_checkpoints .ruff_cache
