@@ -12,7 +12,14 @@ import seaborn as sns
 
 from diffnb import data
 
-__all__ = ["set_style", "density_contours", "samples_over_density", "loss_curve", "trajectories"]
+__all__ = [
+    "set_style",
+    "density_contours",
+    "samples_over_density",
+    "loss_curve",
+    "trajectories",
+    "styled_table",
+]
 
 LIM = 3.5  # the nine Gaussians live in [-2.5, 2.5]^2; a margin shows the tails
 
@@ -74,3 +81,20 @@ def trajectories(trajectory, ax=None, num_paths=30, lim=LIM):
     ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=12, marker="x", color="black")
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
     return ax
+
+
+# Padded cells that do not wrap: without them the theme runs the columns together.
+_TABLE_STYLES = [
+    {"selector": "th, td", "props": [("padding", "0.2em 0.7em"), ("white-space", "nowrap")]}
+]
+
+
+def styled_table(frame, formats="{:.3g}", hide_index=True):
+    """``frame`` as the book's HTML table: a pandas ``Styler`` with rounded, padded cells.
+
+    ``formats`` is one format for every column, or a dict from column to format (a format
+    string or a callable), as ``Styler.format`` takes it. Return it as a cell's last
+    expression; never print a table as text.
+    """
+    styler = frame.style.format(formats).set_table_styles(_TABLE_STYLES, overwrite=False)
+    return styler.hide(axis="index") if hide_index else styler
