@@ -123,7 +123,7 @@ def level_snapshots(trajectory, sigmas, levels, mixture=None, notes=None, max_po
         cloud = trajectory[i, :max_points]
         ax.scatter(cloud[:, 0], cloud[:, 1], s=1, alpha=0.3, color=sns.color_palette()[0])
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
-        ax.set_title(f"$i={i}$, $\\sigma_i={sigmas[i - 1]:.3g}$", fontsize=10)
+        ax.set_title(f"$i={i}$, $\\sigma_i={sigmas[i - 1]:.3g}$", fontsize=14)
         if notes is not None:
-            ax.set_xlabel(notes[k], fontsize=10)
+            ax.set_xlabel(notes[k], fontsize=14)
     return axes
