@@ -37,12 +37,15 @@ def _sum_sq(a: jax.Array) -> jax.Array:
 def ncsn_loss(apply, schedule):
     """NCSN loss with lambda(sigma) = sigma^2, levels drawn uniformly.
 
-        L(theta) = E_{i ~ U{1..L}} E_{x_0, z} 1/2 sigma_i^2 || s_theta(x_0 + sigma_i z, sigma_i)
-                                                            + z / sigma_i ||^2
-                 = E 1/2 || sigma_i s_theta(x~, sigma_i) + z ||^2,
+        L(theta) = E_{i ~ U{1..L}} E_{x_0, eps} 1/2 sigma_i^2
+                       || s_theta(x_0 + sigma_i eps, sigma_i) + eps / sigma_i ||^2
+                 = E 1/2 || sigma_i s_theta(x~, sigma_i) + eps ||^2,
 
-    derived in notebooks/ncsn.md, eq. ``ncsn-loss`` (Song & Ermon 2019, eqs. 5-6). At the
-    exact score its value is 1/2 E_i [d - sigma_i^2 E||grad log q_sigma_i(x~)||^2].
+    with eps ~ N(0, I) the kernel noise, derived in notebooks/ncsn.md, eq. ``ncsn-loss``
+    (Song & Ermon 2019, eqs. 5-6; sigma^2 is their weight, which also equals Song et al.'s
+    (2021) 1 / E||grad log q(x~ | x_0)||^2 up to the constant 1 / d). At the exact score its
+    value is the floor 1/2 E_i [d - sigma_i^2 E||grad log q_sigma_i(x~)||^2], eq.
+    ``ncsn-loss-floor``.
 
     Args:
       apply: model ``apply(params, rng, x, sigma) -> score (n, d)``.
@@ -55,10 +58,10 @@ def ncsn_loss(apply, schedule):
         n = batch.shape[0]
         level = jax.random.randint(key_level, (n,), 0, sigmas.shape[0])
         sigma = sigmas[level]
-        z = jax.random.normal(key_noise, batch.shape, batch.dtype)
-        x_noisy = batch + sigma[:, None] * z
+        eps = jax.random.normal(key_noise, batch.shape, batch.dtype)
+        x_noisy = batch + sigma[:, None] * eps
         score = apply(params, key_model, x_noisy, sigma)
-        return 0.5 * jnp.mean(_sum_sq(sigma[:, None] * score + z))
+        return 0.5 * jnp.mean(_sum_sq(sigma[:, None] * score + eps))
 
     return loss_fn
 

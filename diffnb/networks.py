@@ -14,9 +14,14 @@ bottom of this module, which fix the scale of the input and the output:
   noise levels, ``TIME_SCALE * t / T`` for continuous time, ``TIME_SCALE * (i + 1) / N`` for
   DDPM steps. A raw sigma in [0.01, 1] or a raw t in [0, 1] barely moves even the fastest
   sinusoid (1 rad per unit), so the embedding would be nearly constant;
-- a score is predicted as ``net(x, c) / std``, so that the network's target has unit scale
-  (the true score reaches |z| / std ~ 140 at std = 0.01); a DDPM network predicts the noise
-  eps directly, whose target also has unit scale.
+- a score is predicted as ``net(x, c) / std``. With the weight lambda = std^2 the loss is
+  then 1/2 E|net + eps|^2: the network regresses on the unit-scale kernel noise eps at every
+  noise level, instead of on the denoising target eps / std (the score of q(x_t | x_0)),
+  whose RMS is sqrt(d) / std ~ 141 at std = 0.01. It is this target that is large, not the
+  score: on the nine Gaussians the RMS of the marginal score grad log q_sigma is about 5.7 at
+  sigma = 0.01, and the network's optimum std * grad log q has RMS below sqrt(d) at every
+  level (measured in notebooks/ncsn.md, section "The network"). A DDPM network predicts eps
+  directly, whose target also has unit scale.
 
 The network and its embedding are presented in notebooks/ncsn.md.
 """
@@ -65,7 +70,7 @@ class NetworkConfig:
         makes the score random at training time.
       linear_skip: add a linear map of the input to the output, ``out += W_s x`` (W_s starts at
         zero). The LayerNorm bounds the rest of the output, so without the skip the network
-        cannot follow a target that grows with |x|, such as the noise -z ~ -x at large t for
+        cannot follow a target that grows with |x|, such as the noise -eps ~ -x at large t for
         points far in the prior's tail (notebooks/sde.md). Off by default: Dirmeier's (2023)
         network has none.
     """
@@ -150,8 +155,9 @@ def num_params(params: hk.Params) -> int:
 def ncsn_score_model(net_apply) -> ModelFn:
     """NCSN score s(x, sigma) = net(x, log sigma) / sigma, with sigma (n,) the noise level.
 
-    Dividing by sigma makes the target of ``net`` the unit-scale -z of notebooks/ncsn.md,
-    eq. ``ncsn-loss``.
+    With lambda(sigma) = sigma^2 the loss of notebooks/ncsn.md, eq. ``ncsn-loss``, becomes
+    1/2 E||net + eps||^2, so the target of ``net`` is the unit-scale kernel noise -eps at
+    every level, and its optimum sigma * grad log q_sigma has RMS at most sqrt(d).
     """
 
     def apply(params, rng, x, sigma):
@@ -164,7 +170,7 @@ def sde_score_model(net_apply, sde, time_scale: float = TIME_SCALE) -> ModelFn:
     """SDE score s(x, t) = net(x, time_scale t / T) / std(t), std from ``sde.marginal(t)``.
 
     std(t) is the standard deviation of q_0t(x_t | x_0) (notebooks/sde.md, eq. ``sde-dsm``),
-    so the network's target -z has unit scale at every t. ``time_scale`` sets how
+    so the network's target -eps has unit scale at every t. ``time_scale`` sets how
     many radians the embedding's fastest sinusoid turns over [0, T]: the default matches a
     1000-step DDPM; the SDE chapter uses 50, which keeps the learned field smooth enough in t
     for an adaptive ODE solver.

@@ -98,21 +98,21 @@ def _annealed_langevin(
 ):  # fmt: skip
     key_init, key_levels = jax.random.split(key)
     x_init = sigmas[0] * jax.random.normal(key_init, (n, dim))
-    alphas = step_size * (sigmas / sigmas[-1]) ** step_exponent
+    etas = step_size * (sigmas / sigmas[-1]) ** step_exponent  # eq. ncsn-step
 
     def level(x, inputs):
-        sigma, alpha, key_level = inputs
+        sigma, eta, key_level = inputs
         sigma_n = jnp.full((n,), sigma)
 
-        def langevin_step(x, key_step):
+        def langevin_step(x, key_step):  # eq. ncsn-langevin
             z = jax.random.normal(key_step, x.shape)
-            return x + 0.5 * alpha * score_fn(x, sigma_n) + jnp.sqrt(alpha) * z, None
+            return x + 0.5 * eta * score_fn(x, sigma_n) + jnp.sqrt(eta) * z, None
 
         x, _ = jax.lax.scan(langevin_step, x, jax.random.split(key_level, steps_per_level))
         return x, (x if return_trajectory else None)
 
     keys = jax.random.split(key_levels, sigmas.shape[0])
-    x, path = jax.lax.scan(level, x_init, (sigmas, alphas, keys))
+    x, path = jax.lax.scan(level, x_init, (sigmas, etas, keys))
     if denoise:
         x = x + sigmas[-1] ** 2 * score_fn(x, jnp.full((n,), sigmas[-1]))
         path = None if path is None else jnp.concatenate([path, x[None]], axis=0)
@@ -135,29 +135,30 @@ def annealed_langevin(
 
     Start from x ~ N(0, sigma_1^2 I) (the VE prior at sigma_max; Song & Ermon start from a
     uniform box, which the first, widest level forgets just as well). At level i run
-    ``steps_per_level`` Langevin steps with the score s(x, sigma_i):
+    ``steps_per_level`` (S) Langevin steps with the score s(x, sigma_i):
 
-        alpha_i = step_size * (sigma_i / sigma_L) ** step_exponent,
-        x <- x + alpha_i / 2 * s(x, sigma_i) + sqrt(alpha_i) * z,   z ~ N(0, I)   (ncsn-langevin)
+        eta_i = kappa * (sigma_i / sigma_L) ** step_exponent,       kappa = ``step_size``,
+        x <- x + eta_i / 2 * s(x, sigma_i) + sqrt(eta_i) * z,   z ~ N(0, I),
 
-    derived in notebooks/ncsn.md, eq. ``ncsn-langevin``. ``step_exponent=2`` is the paper's
-    rule (alpha_i proportional to sigma_i^2, so every level mixes in the same number of its own
-    relaxation times); ``step_exponent=1`` is Dirmeier's (2023) mistake, kept so
+    notebooks/ncsn.md, eqs. ``ncsn-langevin`` and ``ncsn-step``. ``step_exponent=2`` is the
+    paper's rule (eta_i proportional to sigma_i^2, so every level mixes in the same number of
+    its own relaxation times); ``step_exponent=1`` is Dirmeier's (2023) mistake, kept so
     the chapter can show what it does. ``score_fn(x, sigma)`` takes sigma per point, (n,).
 
-    With ``denoise=True`` a last Tweedie step x <- x + sigma_L^2 s(x, sigma_L) returns
-    E[x_0 | x] at level sigma_L. It is off by default: with sigma_L = 0.01 the leftover noise
-    adds sigma_L^2 = 1e-4 to a per-coordinate variance of 1/16 for the nine Gaussians (a
-    variance ratio of 1.0016), and the exact score reaches the noise floor without it.
+    With ``denoise=True`` a last step by Tweedie's formula x <- x + sigma_L^2 s(x, sigma_L)
+    returns E[x_0 | x] at level sigma_L (notebooks/ncsn.md, eq. ``ncsn-tweedie``). It is off
+    by default: with sigma_L = 0.01 the leftover noise adds sigma_L^2 = 1e-4 to a
+    per-coordinate variance of 1/16 for the nine Gaussians (a variance ratio of 1.0016), and
+    the exact score reaches the noise floor without it.
 
     Cost and defaults. With sigma_L = 0.01 far below the modes' std (0.25), the last levels
-    barely move the points (alpha_L = step_size); the width of the modes is set at the levels
-    sigma ~ 0.05-0.2, so the leftover excess variance falls like 1 / (L K step_size /
-    sigma_L^2) for L levels of K steps. Measured with the exact score on the nine Gaussians
-    (``ncsn_from_ve(VESDE(), L)``, sigma from 10 to 0.01): L = 10 with the defaults (K = 100,
-    step_size 2e-5, Dirmeier's (2023) values) leaves modes 11% too wide; L = 20 with the
+    barely move the points (eta_L = kappa); the width of the modes is set at the levels
+    sigma ~ 0.05-0.2, so the leftover excess variance falls like 1 / (L S kappa /
+    sigma_L^2) for L levels of S steps. Measured with the exact score on the nine Gaussians
+    (``ncsn_from_ve(VESDE(), L)``, sigma from 10 to 0.01): L = 10 with the defaults (S = 100,
+    kappa = 2e-5, Dirmeier's (2023) values) leaves modes 11% too wide; L = 20 with the
     defaults reaches the floor's thresholds (variance ratio 1.04, 2000 score calls); L = 20,
-    K = 50, step_size 5e-5 reaches it with 1000 calls, and K = 100 at 5e-5 with a margin.
+    S = 50, kappa = 5e-5 reaches it with 1000 calls, and S = 100 at 5e-5 with a margin.
     ``nfe = L * steps_per_level`` (+1 with denoise).
     The trajectory records one state per noise level (after its last Langevin step), so it has
     L + 1 entries (L + 2 with ``denoise``).
