@@ -178,7 +178,7 @@ class ReverseSDE:
         F = -F_f + G^2 s(x, t): the reverse-diffusion predictor of score_sde. For VP, with
         beta_i = G^2, the mean is (2 - sqrt(1 - beta_i)) x + beta_i s, while DDPM's ancestral
         step has (x + beta_i s) / sqrt(1 - beta_i): they agree to first order in beta_i only.
-        Their x coefficients differ by about beta_i^2 / 4, 4.3e-3 at the first of 150 steps
+        Their x coefficients differ by about beta_i^2 / 4, 4.4e-3 at the first of 150 steps
         (notebooks/sde.md, section "Training and sampling", where this is asserted).
         """
         x = _check_points(x)
