@@ -321,12 +321,14 @@ def ddim(
 
 
 def _time_grid(sde, num_steps, eps):
-    """t_0 = T > t_1 > ... > t_K = eps, evenly spaced, and the step h = (T - eps) / K."""
+    """T = t_0 > t_1 > ... > t_K = t_min (``eps``), evenly spaced, and the step
+    h = Delta t = (T - t_min) / K."""
     return jnp.linspace(sde.T, eps, num_steps + 1)[:-1], (sde.T - eps) / num_steps
 
 
 def _em_step(reverse, x, t_n, h, z, last):
-    """One Euler-Maruyama step of the reverse SDE from t to t - h; no noise when ``last``."""
+    """One Euler-Maruyama step of the reverse SDE from t to t - h (h = Delta t of eq.
+    ``sde-reverse-em``); no noise when ``last``."""
     mean = x - reverse.drift(x, t_n) * h
     noise = jnp.where(last, 0.0, jnp.sqrt(h)) * reverse.diffusion(t_n)[:, None] * z
     return mean + noise
@@ -369,16 +371,18 @@ def euler_maruyama(
     eps: float = 1e-3,
     return_trajectory: bool = False,
 ) -> SamplerResult:
-    """Euler-Maruyama on the reverse-time SDE from x_T ~ prior down to t = eps.
+    """Euler-Maruyama on the reverse-time SDE from x_T ~ prior down to the cut-off t_min = eps.
 
-    With the reverse drift f - g^2 s and h = (T - eps) / num_steps, for t = T, T - h, ...:
+    With the reverse drift f - g^2 s and Delta t = (T - t_min) / num_steps, for t = T,
+    T - Delta t, ...:
 
-        x <- x - [f(x, t) - g(t)^2 s(x, t)] h + g(t) sqrt(h) z          (sde-reverse-em)
+        x <- x - [f(x, t) - g(t)^2 s(x, t)] Delta t + g(t) sqrt(Delta t) z   (sde-reverse-em)
 
     derived in notebooks/sde.md, eq. ``sde-reverse-em`` (Anderson 1982:
     dt < 0 is the step backwards). The last step adds no noise: it returns the mean of the
     final transition, as score_sde's samplers do. For the VP SDE the noise skipped there has
-    std sqrt(beta_min h) = 0.03 at h = 1e-2, which would add 1.6% to the 1/16 variance of the
+    std sqrt(beta_min Delta t) = 0.03 at Delta t = 1e-2, which would add 1.6% to the 1/16
+    variance of the
     nine Gaussians' modes.
 
     Default 100 steps: with the exact score this reaches the noise floor of the nine Gaussians
@@ -394,8 +398,8 @@ def euler_maruyama(
 
 
 def _corrector_alpha(sde, t_n, h):
-    """alpha of the Langevin corrector (Song et al. 2021, Alg. 5): 1 - beta(t) h for VP and
-    sub-VP (the DDPM alpha_i of that step), 1 for VE (Alg. 4)."""
+    """alpha_i of the Langevin corrector (Song et al. 2021, Alg. 5): 1 - beta(t) Delta t for VP
+    and sub-VP (the DDPM alpha_i = 1 - beta_i of that step), 1 for VE (Alg. 4)."""
     if isinstance(sde, VPSDE | SubVPSDE):
         return 1.0 - sde.beta(t_n) * h
     return jnp.ones_like(t_n)
@@ -459,18 +463,22 @@ def predictor_corrector(
 ) -> SamplerResult:
     """Predictor-corrector sampling (Song et al. 2021, Algorithms 4 and 5).
 
-    On the grid t = T, T - h, ..., eps + h (h = (T - eps) / num_steps), each step first runs
-    ``corrector_steps`` Langevin corrections at t, then one predictor step to t - h:
+    On the grid t = T, T - h, ..., t_min + h (cut-off t_min = ``eps``, h = Delta t =
+    (T - t_min) / num_steps), each step first runs ``corrector_steps`` Langevin corrections
+    at t, then one predictor step to t - h:
 
-    - corrector, with the step set by the signal-to-noise ratio ``snr``:
+    - corrector, with the Langevin step eta set by the signal-to-noise ratio r = ``snr``:
 
-          e = 2 alpha (snr ||z|| / ||s||)^2,   x <- x + e s(x, t) + sqrt(2 e) z   (sde-pc)
+          eta = 2 alpha_i (r ||z|| / ||s||)^2,   x <- x + eta s(x, t) + sqrt(2 eta) z   (sde-pc)
 
       where ||z|| and ||s|| are the batch means of the per-point norms (as in score_sde;
-      a per-point ratio explodes at the centre of a mode, where s ~ 0), alpha = 1 - beta(t) h
-      for VP and sub-VP and alpha = 1 for VE;
+      a per-point ratio explodes at the centre of a mode, where s ~ 0), alpha_i =
+      1 - beta(t) h for VP and sub-VP and alpha_i = 1 for VE;
     - predictor ``"reverse_diffusion"``: with the forward step x_t = x_{t-h} + f + G z of
-      ``sde.discretize`` (DDPM's for VP, NCSN's for VE), x <- x - f + G^2 s(x, t) + G z;
+      ``sde.discretize`` (NCSN's for VE, the telescoping DDPM step for VP),
+      x <- x - f + G^2 s(x, t) + G z. For VP this is (2 - sqrt(1 - beta_i)) x + beta_i s + G z,
+      which equals DDPM's ancestral step (x + beta_i s) / sqrt(1 - beta_i) + G z to first
+      order in beta_i only (see ``ReverseSDE.discretize``);
       or ``"euler_maruyama"``: the step of :func:`euler_maruyama`.
 
     Derived in notebooks/sde.md, eq. ``sde-pc``. The last predictor step adds no noise.
@@ -506,7 +514,8 @@ def predictor_corrector(
 
 @partial(jax.jit, static_argnames=("sde", "score_fn"))
 def _flow_field(sde, score_fn, x, t):
-    """v(x, t) = f - 1/2 g^2 s for all points at one time t (compiled once per sde, score)."""
+    """f_tilde(x, t) = f - 1/2 g^2 s for all points at one time t (compiled once per sde,
+    score)."""
     return sde.probability_flow(score_fn)(x, jnp.full((x.shape[0],), t, x.dtype))
 
 
@@ -522,10 +531,10 @@ def probability_flow_ode(
     return_trajectory: bool = False,
     x_init: jax.Array | None = None,
 ) -> SamplerResult:
-    """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 s from x_T ~ prior to t = eps.
+    """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 s from x_T ~ prior to t_min = eps.
 
     The ODE (notebooks/sde.md, eq. ``sde-pf-ode``) has the same marginals q_t as the
-    forward SDE, so its end point at eps is a sample of q_eps. It is solved by
+    forward SDE, so its end point at t_min is a sample of q_tmin. It is solved by
     ``scipy.integrate.solve_ivp`` (RK45, adaptive, tolerances ``rtol``/``atol``) on the
     flattened state of all n points in float64; the jitted field is called in float32.
     The key only draws x_T. ``nfe`` is the solver's count of field evaluations (each one
@@ -533,7 +542,8 @@ def probability_flow_ode(
 
     The trajectory holds the state at the solver's accepted steps (T first, eps last), so its
     ``steps + 1`` entries are not evenly spaced in time. ``x_init`` (n, dim), if given, replaces
-    the draw of x_T (the ODE is then a deterministic map, the flow from T to eps).
+    the draw of x_T (the ODE is then a deterministic map, the flow from T to t_min); the
+    key may then be None.
     """
     n, dim = _check_size(n, dim)
     eps = _check_sde_eps(sde, eps)
