@@ -67,28 +67,30 @@ def ncsn_loss(apply, schedule):
 
 
 def ddpm_elbo_weights(schedule) -> jax.Array:
-    """Per-step weights w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) with sigma_t^2 = beta_t.
+    """ELBO weights lambda_i = beta_i^2 / (2 nu_i^2 alpha_i (1 - abar_i)) with nu_i^2 = beta_i.
 
-    With sigma_t^2 = beta_t (the reverse variance of the ``variance="beta"`` ancestral sampler)
-    w_t = beta_t / (2 alpha_t (1 - abar_t)) is finite for every t. At t = 1 it is also the
-    weight of L_0 = -log N(x_0; mu_theta(x_1, 1), beta_1 I) in eps form, up to a constant, so
-    the sum over t = 1..N covers L_0 .. L_{N-1}; L_N has no parameters and is dropped
-    (notebooks/ddpm.md, eq. ``ddpm-elbo``). Shape (N,), index i = t - 1.
+    The weight of the noise-prediction error of step i in the ELBO (notebooks/ddpm.md, eq.
+    ``ddpm-eps-weight``). With the ancestral variance nu_i^2 = beta_i (the ``variance="beta"``
+    sampler), lambda_i = beta_i / (2 alpha_i (1 - abar_i)) is finite for every i. At i = 1 it
+    is also the weight of L_0 = -log N(x_0; mu_theta(x_1, 1), beta_1 I) in eps form, up to a
+    constant, so the sum over i = 1..N covers L_0 .. L_{N-1}; L_N has no parameters and is
+    dropped (eq. ``ddpm-elbo``). Shape (N,); index i - 1 holds step i.
     """
     return schedule.betas / (2.0 * schedule.alphas * schedule.one_minus_alpha_bars)
 
 
 def ddpm_loss(apply, schedule, weighting: str = "simple"):
-    """DDPM noise-prediction loss, steps i drawn uniformly from 0..N-1 (paper t = i + 1).
+    """DDPM noise-prediction loss, steps i drawn uniformly (0-based indices 0..N-1).
 
-    With x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) z:
+    With x_i = sqrt(abar_i) x_0 + sqrt(1 - abar_i) eps (``z`` in the code):
 
-    - ``"simple"``: L_simple = E_{t, x_0, z} || z - eps_theta(x_t, t) ||^2 (Ho et al. 2020,
+    - ``"simple"``: L_simple = E_{i, x_0, eps} || eps - eps_theta(x_i, i) ||^2 (Ho et al. 2020,
       eq. 14), notebooks/ddpm.md, eq. ``ddpm-simple``.
-    - ``"elbo"``: sum_{t=1}^N w_t E || z - eps_theta(x_t, t) ||^2 = N E_t [w_t ||.||^2], with
-      the weights of ``ddpm_elbo_weights``; this is the negative ELBO in nats up to terms
-      without parameters, notebooks/ddpm.md, eq. ``ddpm-elbo``. Its Monte Carlo variance is
-      far larger than that of L_simple, because w_t is largest at small t.
+    - ``"elbo"``: sum_{i=1}^N lambda_i E || eps - eps_theta(x_i, i) ||^2 = N E_i [lambda_i ||.||^2],
+      with the weights of ``ddpm_elbo_weights``; this is the negative ELBO in nats up to terms
+      without parameters, notebooks/ddpm.md, eqs. ``ddpm-elbo`` and ``ddpm-eps-weight``. Its
+      Monte Carlo variance is far larger than that of L_simple, because lambda_i is largest at
+      small i.
 
     Args:
       apply: model ``apply(params, rng, x, i) -> eps (n, d)``, with i (n,) integer steps.

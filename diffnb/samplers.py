@@ -219,27 +219,26 @@ def ddpm_ancestral(
     variance: str = "beta",
     return_trajectory: bool = False,
 ) -> SamplerResult:
-    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), N steps from y_N ~ N(0, I).
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), N steps from x_N ~ N(0, I).
 
-    For i = N-1, ..., 0 (paper t = i + 1), with the predicted noise eps(y, i):
+    For steps i = N, ..., 1 (0-based indices N-1, ..., 0), with the predicted noise
+    eps(x, i):
 
-        y <- (y - beta_i / sqrt(1 - abar_i) * eps(y, i)) / sqrt(alpha_i) + sigma_i z
+        x_{i-1} = (x_i - beta_i / sqrt(1 - abar_i) * eps(x_i, i)) / sqrt(alpha_i) + nu_i z
                                                                      (ddpm-ancestral)
 
-    where sigma_i^2 = beta_i (``variance="beta"``) or the posterior variance beta-tilde_i
-    (``"beta_tilde"``), and z = 0 at the last step i = 0; derived in notebooks/ddpm.md, eq.
-    ``ddpm-ancestral``. The loop never reads beta_N and step 0 runs. The
-    noise is sigma_i z with sigma_i the standard deviation, never beta_i z.
+    where nu_i^2 = beta_i (``variance="beta"``) or the posterior variance beta_tilde_i
+    (``"beta_tilde"``), and z = 0 at the last step i = 1; derived in notebooks/ddpm.md, eq.
+    ``ddpm-ancestral``. The loop never reads past the last index, and step 1 runs. The
+    noise is nu_i z with nu_i the standard deviation, never beta_i z.
 
-    The per-step error is O(beta_i^2): for a Gaussian mode of variance v the exact reverse
-    variance is beta_i V_{i-1} / V_i (V_i the variance of y_i), between beta-tilde_i and beta_i.
-    Summed over the steps it is O(max beta): with the exact noise, the modes of the nine
-    Gaussians come out 13% too wide with beta and 14% too narrow with beta-tilde at N = 100
-    (betas up to 0.2); at N = 1000 (Ho et al.'s schedule) the variance ratios are 0.994 and
-    0.957, both inside the test thresholds (the recursion for one Gaussian mode of variance
-    1/16 predicts 1.008 and 0.970: beta-tilde stays a few percent narrow).
+    For a Gaussian mode the exact reverse variance is beta_i V_{i-1} / V_i (V_i the variance
+    of x_i), between beta_tilde_i and beta_i, so with the exact noise beta widens and
+    beta_tilde narrows the modes, by an amount that shrinks with max beta_i (at N = 100,
+    betas up to 0.2, beta makes the nine Gaussians' modes about 13% too wide). The chapter
+    measures both at N = 1000 and predicts them with a one-mode recursion.
 
-    ``nfe = N``; the trajectory has N + 1 entries, y_N first and y_0 last.
+    ``nfe = N``; the trajectory has N + 1 entries, x_N first and x_0 last.
     """
     n, dim = _check_size(n, dim)
     variance = _check_choice(variance, "variance", ("beta", "beta_tilde"))
@@ -250,7 +249,7 @@ def ddpm_ancestral(
 
 
 def _ddim_indices(num_train_steps: int, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Evenly spaced steps tau_K > ... > tau_1 from N-1 down to 0, and the index after each.
+    """Evenly spaced indices tau_S > ... > tau_1 from N-1 down to 0, and the index after each.
 
     The step after tau_1 is -1, meaning abar := 1 (the clean data).
     """
@@ -290,17 +289,20 @@ def ddim(
 ) -> SamplerResult:
     """Deterministic DDIM (Song et al. 2021, eta = 0) on ``num_steps`` of the N schedule steps.
 
-    The steps tau_K > ... > tau_1 are evenly spaced from N-1 down to 0 (rounded; K =
-    ``num_steps`` <= N). From y ~ N(0, I), each step predicts the clean point and moves it to
-    the next noise level along the same noise:
+    The 0-based indices tau_S > ... > tau_1 are evenly spaced from N-1 down to 0 (rounded;
+    S = ``num_steps`` <= N). From x ~ N(0, I), each step predicts the clean point and moves it
+    to the next noise level along the same noise:
 
-        y0_hat = (y - sqrt(1 - abar_tau) eps(y, tau)) / sqrt(abar_tau),
-        y <- sqrt(abar_next) y0_hat + sqrt(1 - abar_next) eps(y, tau)       (ddpm-ddim)
+        x0_hat = (x - sqrt(1 - abar_tau) eps(x, tau)) / sqrt(abar_tau),
+        x <- sqrt(abar_next) x0_hat + sqrt(1 - abar_next) eps(x, tau)       (ddpm-ddim)
 
-    with abar_next = 1 after tau_1, so the last step returns y0_hat; derived in
-    notebooks/ddpm.md, eq. ``ddpm-ddim``. The key only draws the initial noise. DDIM is a
-    first-order solver of the probability-flow ODE: with the exact noise it narrows the modes
-    of the nine Gaussians by about 3% at 100 steps and 1.5% at 200 (of a 1000-step schedule).
+    with abar_next = 1 after tau_1, so the last step returns x0_hat; notebooks/ddpm.md, eq.
+    ``ddpm-ddim``. In xbar = x / sqrt(abar) and sigmabar = sqrt((1 - abar) / abar) the step is
+    xbar <- xbar + (sigmabar_next - sigmabar) eps: one Euler step of
+    dxbar/dsigmabar = eps, which with eps = E[eps | x] is the VP probability-flow ODE (eq.
+    ``ddpm-ddim-euler``). So DDIM has a first-order solver's error even with the exact
+    noise prediction; it is exact only for the oracle noise of one sample. The key only draws
+    the initial noise.
 
     ``nfe = num_steps``; the trajectory has num_steps + 1 entries.
     """
