@@ -2,7 +2,8 @@
 
 Modules, one job each: ``data`` (mixtures and their exact noised score), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
-``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``, ``models`` (the one-call path) and ``plotting``.
+``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``,
+``models`` (the one-call path) and ``plotting``.
 """
 
 from diffnb import (
