@@ -214,13 +214,17 @@ def test_convergence_orders():
 
 @pytest.mark.slow
 def test_few_steps_reach_the_floor(nine):
-    """DPM-Solver++(2M) with the exact score: 15 steps + the final denoising call."""
+    """DPM-Solver++(2M) with the exact score: 31 log-SNR steps + the final denoising call.
+
+    Measured (n = 5000): mode TV 0.0145, MMD^2 -9e-5, variance ratio 1.040 at 32 NFE; at 16
+    NFE the weights and MMD^2 are already at the floor but the modes are 14% too wide.
+    """
     vp = VPSDE()
     floor = metrics.NINE_GAUSSIANS_FLOOR
-    grid = solvers.time_grid(vp, 15, "log_snr")
+    grid = solvers.time_grid(vp, 31, "log_snr")
     r = solvers.dpm_solver_pp(jax.random.key(5), exact_score(vp, nine), vp, grid, n=5000)
     s = metrics.evaluate(jax.random.key(6), r.samples, nine)
-    assert r.nfe == 16
-    assert float(s.mode_tv) <= 1.5 * floor.q95.mode_tv
-    assert float(s.mmd2) <= 1.5 * floor.q95.mmd2
+    assert r.nfe == 32
+    assert float(s.mode_tv) <= floor.q95.mode_tv
+    assert float(s.mmd2) <= floor.q95.mmd2
     assert 0.95 <= float(s.var_ratio) <= 1.05
