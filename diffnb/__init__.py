@@ -2,11 +2,13 @@
 
 Modules, one job each: ``data`` (mixtures and their exact noised score), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
-``samplers``, ``likelihood``, ``models`` (the one-call path) and ``plotting``.
+``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``,
+``models`` (the one-call path) and ``plotting``.
 """
 
 from diffnb import (
     data,
+    denoisers,
     likelihood,
     losses,
     metrics,
@@ -16,11 +18,13 @@ from diffnb import (
     samplers,
     schedules,
     sde,
+    solvers,
     training,
 )
 
 __all__ = [
     "data",
+    "denoisers",
     "likelihood",
     "losses",
     "metrics",
@@ -30,6 +34,7 @@ __all__ = [
     "samplers",
     "schedules",
     "sde",
+    "solvers",
     "training",
 ]
 __version__ = "0.1.0"
