@@ -48,6 +48,8 @@ __all__ = [
     "ClassifierFreeGuidance",
     "classifier_guidance",
     "classifier_free_guidance",
+    "Imputation",
+    "imputation",
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -305,3 +307,56 @@ def classifier_free_guidance(
         _check_label(label, num_classes),
         _check_scale(weight, "weight"),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Imputation by replacement: a hook for the scan-based samplers.
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True, eq=False)
+class Imputation:
+    """The replacement method (Song et al. 2021) as a sampler hook: ``hook(key, x, t)``.
+
+    After each reverse step, reaching time t, the observed coordinates A are reset to a noised
+    copy of the observation, x_A <- m(t) a + s(t) z with z ~ N(0, I) and (m, s) =
+    sde.marginal(t); the free coordinates keep the sampler's values. Pass it as ``hook`` to
+    ``samplers.euler_maruyama`` or ``samplers.predictor_corrector`` (the adaptive
+    probability-flow ODE, a scipy solve, takes no per-step hook). ``sde`` and ``observed``
+    are static; ``value`` (a) is a pytree leaf, so a sweep over observations compiles once
+    under an outer ``jax.jit``, as for ``ClassifierGuidance``. At the last step t = eps the
+    observed coordinates are a noised copy at eps, not a itself.
+    """
+
+    sde: sde_lib.SDE
+    observed: tuple[int, ...]
+    value: jax.Array
+
+    def __call__(self, key: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+        idx = _check_observed(list(self.observed), x.shape[1])
+        m, s = self.sde.marginal(t)
+        z = jax.random.normal(key, (x.shape[0], idx.size), x.dtype)
+        noised = m[:, None] * self.value[None] + s[:, None] * z
+        return x.at[:, idx].set(noised)
+
+    def tree_flatten(self):
+        return (self.value,), (self.sde, self.observed)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*aux, *children)
+
+
+def imputation(sde: sde_lib.SDE, observed, value, dim: int) -> Imputation:
+    """Build ``Imputation`` for points of ``dim`` coordinates, checking that ``observed`` are
+    distinct indices in [0, dim) leaving one free and that ``value`` is finite, shape (|A|,);
+    raises ValueError naming the argument."""
+    if not isinstance(sde, sde_lib.SDE):
+        raise ValueError(f"sde must be a diffnb.sde.SDE, got {type(sde).__name__}")
+    idx = _check_observed(observed, check_positive_int(dim, "dim"))
+    a = jnp.asarray(value, jnp.float32)
+    if a.shape != (idx.size,):
+        raise ValueError(f"value must have shape ({idx.size},), got {a.shape}")
+    if not isinstance(a, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(a))):
+        raise ValueError("value must be finite")
+    return Imputation(sde, tuple(int(i) for i in idx), a)

@@ -187,3 +187,52 @@ def test_guidance_sweep_compiles_once():
     # and the values did change with the label: means near each class's mean
     for out, k in zip(outs[::3], (0, 4, 8), strict=True):
         assert float(jnp.linalg.norm(out.mean(axis=0) - MIX.means[k])) < 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# Imputation by replacement.
+
+
+@pytest.mark.parametrize("which", ["em", "pc"])
+def test_imputation_hook_fixes_the_observed_coordinate(which):
+    hook = conditional.imputation(SDE, [0], [2.0], dim=2)
+    key, score = jax.random.PRNGKey(1), exact_score(SDE, MIX)
+    if which == "em":
+        out = samplers.euler_maruyama(key, score, SDE, 500, num_steps=100, hook=hook).samples
+    else:
+        out = samplers.predictor_corrector(key, score, SDE, 500, num_steps=100, hook=hook).samples
+    _, s_eps = SDE.marginal(jnp.asarray(1e-3))
+    assert float(jnp.max(jnp.abs(out[:, 0] - 2.0))) < 6 * float(s_eps) + 1e-3
+    # the free coordinate lands on the modes {-2, 0, 2} of the slice x_1 = 2
+    dist = jnp.min(jnp.abs(out[:, 1:2] - jnp.array([[-2.0, 0.0, 2.0]])), axis=1)
+    assert float(jnp.mean(dist < 0.75)) > 0.95
+
+
+def test_imputation_without_hook_is_unchanged_and_hook_is_used():
+    key, score = jax.random.PRNGKey(2), exact_score(SDE, MIX)
+    plain = samplers.euler_maruyama(key, score, SDE, 64, num_steps=20).samples
+    again = samplers.euler_maruyama(key, score, SDE, 64, num_steps=20, hook=None).samples
+    np.testing.assert_array_equal(plain, again)
+    hooked = samplers.euler_maruyama(
+        key, score, SDE, 64, num_steps=20, hook=conditional.imputation(SDE, [1], [0.0], 2)
+    ).samples
+    assert not np.allclose(hooked, plain)
+
+
+def test_imputation_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="observed indices"):
+        conditional.imputation(SDE, [2], [0.0], dim=2)
+    with pytest.raises(ValueError, match="observed indices"):
+        conditional.imputation(SDE, [-1], [0.0], dim=2)
+    with pytest.raises(ValueError, match="value"):
+        conditional.imputation(SDE, [0], [0.0, 1.0], dim=2)
+    with pytest.raises(ValueError, match="value must be finite"):
+        conditional.imputation(SDE, [0], [np.inf], dim=2)
+    with pytest.raises(ValueError, match="sde"):
+        conditional.imputation("vp", [0], [0.0], dim=2)
+    # built for 3-D points, used on 2-D ones: the index is out of range at trace time
+    hook = conditional.imputation(SDE, [2], [0.0], dim=3)
+    with pytest.raises(ValueError, match="observed indices"):
+        samplers.euler_maruyama(jax.random.PRNGKey(0), exact_score(SDE, MIX), SDE, 8, hook=hook)
+    with pytest.raises(ValueError, match="hook must be callable"):
+        samplers.euler_maruyama(jax.random.PRNGKey(0), exact_score(SDE, MIX), SDE, 8, hook=3)
