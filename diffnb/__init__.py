@@ -1,12 +1,14 @@
 """diffnb: the helper package of an executable book on diffusion models.
 
-Modules, one job each: ``data`` (mixtures and their exact noised score), ``metrics``,
+Modules, one job each: ``data`` (mixtures and their exact noised score), ``conditional``
+(labels, exact classifiers and conditional scores, guided scores), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
 ``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``,
 ``models`` (the one-call path) and ``plotting``.
 """
 
 from diffnb import (
+    conditional,
     data,
     denoisers,
     likelihood,
@@ -23,6 +25,7 @@ from diffnb import (
 )
 
 __all__ = [
+    "conditional",
     "data",
     "denoisers",
     "likelihood",

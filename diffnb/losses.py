@@ -27,6 +27,8 @@ __all__ = [
     "dsm_loss",
     "TimeSampler",
     "likelihood_time_sampler",
+    "drop_labels",
+    "cfg_dsm_loss",
 ]
 
 
@@ -211,5 +213,36 @@ def dsm_loss(
             weight = jnp.square(sde.diffusion(t) / std) / ((sde.T - eps) * density)
             per_point = weight * per_point
         return jnp.mean(per_point)
+
+    return loss_fn
+
+
+def drop_labels(key: jax.Array, k: jax.Array, num_classes: int, drop_prob) -> jax.Array:
+    """Labels k (n,) with each replaced by the null label ``num_classes`` with probability
+    ``drop_prob``, independently (label dropout of classifier-free guidance)."""
+    drop = jax.random.bernoulli(key, drop_prob, k.shape)
+    return jnp.where(drop, num_classes, k)
+
+
+def cfg_dsm_loss(apply, sde, num_classes: int, drop_prob: float = 0.1, **dsm_kwargs):
+    """Classifier-free-guidance training: ``dsm_loss`` of a labelled model whose labels are
+    dropped to the null label with probability ``drop_prob`` (Ho & Salimans 2022).
+
+    One network so learns both s(x, t, k) ~ grad log p_t(x | k) and, with the null label
+    k = num_classes, s(x, t, null) ~ grad log p_t(x). The batch is ``{"x": (n, d), "k": (n,)}``;
+    ``apply(params, rng, x, t, k)`` (``networks.with_labels``); ``dsm_kwargs`` go to
+    ``dsm_loss``.
+    """
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
+    if not 0.0 <= float(drop_prob) <= 1.0:
+        raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob}")
+    dsm_loss(lambda p, r, x, t: x, sde, **dsm_kwargs)  # checks the keyword arguments now
+
+    def loss_fn(params, key, batch):
+        key_drop, key_dsm = jax.random.split(key)
+        k = drop_labels(key_drop, batch["k"], int(num_classes), drop_prob)
+        inner = dsm_loss(lambda p, r, x, t: apply(p, r, x, t, k), sde, **dsm_kwargs)
+        return inner(params, key_dsm, batch["x"])
 
     return loss_fn

@@ -41,6 +41,7 @@ __all__ = [
     "NetworkConfig",
     "sinusoidal_embedding",
     "score_network",
+    "with_labels",
     "num_params",
     "ncsn_score_model",
     "sde_score_model",
@@ -73,6 +74,9 @@ class NetworkConfig:
         cannot follow a target that grows with |x|, such as the noise -eps ~ -x at large t for
         points far in the prior's tail (notebooks/sde.md). Off by default: Dirmeier's (2023)
         network has none.
+      num_classes: with K classes, the network also takes a label k in {0, ..., K} (K is the
+        null label, "no class") whose learned embedding is added to the noise embedding; None
+        (the default) builds the unconditional network, unchanged.
     """
 
     output_dim: int = 2
@@ -81,6 +85,7 @@ class NetworkConfig:
     max_positions: float = 10_000.0
     dropout_rate: float = 0.0
     linear_skip: bool = False
+    num_classes: int | None = None
 
     def __post_init__(self):
         if int(self.output_dim) != self.output_dim or self.output_dim < 1:
@@ -97,6 +102,12 @@ class NetworkConfig:
             raise ValueError(f"max_positions must be a finite number > 1, got {self.max_positions}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.num_classes is not None and (
+            int(self.num_classes) != self.num_classes or self.num_classes < 1
+        ):
+            raise ValueError(
+                f"num_classes must be a positive integer or None, got {self.num_classes}"
+            )
 
 
 def sinusoidal_embedding(c: jax.Array, dim: int, max_positions: float = 10_000.0) -> jax.Array:
@@ -114,7 +125,9 @@ def sinusoidal_embedding(c: jax.Array, dim: int, max_positions: float = 10_000.0
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-def _mlp(config: NetworkConfig, x: jax.Array, c: jax.Array) -> jax.Array:
+def _mlp(
+    config: NetworkConfig, x: jax.Array, c: jax.Array, k: jax.Array | None = None
+) -> jax.Array:
     if x.ndim != 2 or x.shape[1] != config.output_dim:
         raise ValueError(f"x must have shape (n, {config.output_dim}), got {x.shape}")
     if c.shape != x.shape[:1]:
@@ -122,6 +135,11 @@ def _mlp(config: NetworkConfig, x: jax.Array, c: jax.Array) -> jax.Array:
     emb = sinusoidal_embedding(c, config.embedding_dim, config.max_positions)
     h = hk.Linear(config.embedding_dim, name="x_in")(x)
     h = h + jax.nn.gelu(hk.Linear(config.embedding_dim, name="c_in")(emb))
+    if config.num_classes is not None:
+        if k is None or k.shape != x.shape[:1] or not jnp.issubdtype(k.dtype, jnp.integer):
+            shape = None if k is None else k.shape
+            raise ValueError(f"k must be integer labels of shape ({x.shape[0]},), got {shape}")
+        h = h + hk.Embed(config.num_classes + 1, config.embedding_dim, name="label")(k)
     for k, width in enumerate(config.hidden_dims):
         h = jax.nn.gelu(hk.Linear(width, name=f"hidden_{k}")(h))
     h = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True, name="norm")(h)
@@ -144,7 +162,24 @@ def score_network(config: NetworkConfig = NetworkConfig()) -> hk.Transformed:
     only for dropout. Wrap ``apply`` with ``ncsn_score_model``, ``sde_score_model`` or
     ``ddpm_eps_model`` to obtain a model function for the losses.
     """
+    if config.num_classes is not None:  # init(key, x, c, k), apply(params, rng, x, c, k)
+        return hk.transform(lambda x, c, k: _mlp(config, x, c, k))
     return hk.transform(lambda x, c: _mlp(config, x, c))
+
+
+def with_labels(make_model, net_apply, *args, **kwargs):
+    """A labelled model ``apply(params, rng, x, cond, k)`` from a model factory.
+
+    ``make_model`` is ``ncsn_score_model``, ``sde_score_model`` or ``ddpm_eps_model``;
+    ``net_apply(params, rng, x, c, k)`` is the apply of a network built with ``num_classes``.
+    The label k (n,) reaches the network unchanged; the parameterisation is the factory's.
+    """
+
+    def apply(params, rng, x, cond, k):
+        unlabelled = lambda p, r, x_, c: net_apply(p, r, x_, c, k)  # noqa: E731
+        return make_model(unlabelled, *args, **kwargs)(params, rng, x, cond)
+
+    return apply
 
 
 def num_params(params: hk.Params) -> int:

@@ -75,6 +75,12 @@ def _check_sde_eps(sde, eps) -> float:
     return eps
 
 
+def _check_hook(hook) -> None:
+    """``hook(key, x, t)`` runs after each reverse step (t the time reached), or None."""
+    if hook is not None and not callable(hook):
+        raise ValueError(f"hook must be callable or None, got {type(hook).__name__}")
+
+
 def _with_start(x0: jax.Array, path: jax.Array | None) -> jax.Array | None:
     """Prepend the initial state to the scanned states: (steps, n, d) -> (steps + 1, n, d)."""
     return None if path is None else jnp.concatenate([x0[None], path], axis=0)
@@ -336,7 +342,7 @@ def _em_step(reverse, x, t_n, h, z, last):
     return mean + noise
 
 
-def _reverse_time_scan(key, sde, n, dim, num_steps, eps, step_fn, return_trajectory):
+def _reverse_time_scan(key, sde, n, dim, num_steps, eps, step_fn, return_trajectory, hook=None):
     """x_T ~ prior, then ``x = step_fn(x, t_n (n,), h, is_last, key_k)`` at t = T, T - h, ...,
     eps + h in one ``lax.scan``; returns the final x and, if asked, the path from x_T."""
     key_init, key_steps = jax.random.split(key)
@@ -347,20 +353,25 @@ def _reverse_time_scan(key, sde, n, dim, num_steps, eps, step_fn, return_traject
     def step(x, inputs):
         t, is_last, key_k = inputs
         x = step_fn(x, jnp.full((n,), t), h, is_last, key_k)
+        if hook is not None:  # e.g. imputation: x <- hook(key, x, t - h) after each step
+            x = hook(jax.random.fold_in(key_k, 1), x, jnp.full((n,), t - h))
         return x, (x if return_trajectory else None)
 
     x, path = jax.lax.scan(step, x_init, (times, last, jax.random.split(key_steps, num_steps)))
     return x, _with_start(x_init, path)
 
 
-@partial(jax.jit, static_argnames=("score_fn", "sde", "n", "dim", "num_steps", "return_trajectory"))
-def _euler_maruyama(key, score_fn, sde, n, dim, num_steps, eps, return_trajectory):
+@partial(
+    jax.jit,
+    static_argnames=("score_fn", "sde", "n", "dim", "num_steps", "return_trajectory", "hook"),
+)
+def _euler_maruyama(key, score_fn, sde, n, dim, num_steps, eps, return_trajectory, hook=None):
     reverse = sde.reverse(score_fn)
 
     def step(x, t_n, h, is_last, key_k):
         return _em_step(reverse, x, t_n, h, jax.random.normal(key_k, x.shape), is_last)
 
-    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory)
+    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory, hook)
 
 
 def euler_maruyama(
@@ -372,6 +383,7 @@ def euler_maruyama(
     dim: int = 2,
     eps: float = 1e-3,
     return_trajectory: bool = False,
+    hook: Callable | None = None,
 ) -> SamplerResult:
     """Euler-Maruyama on the reverse-time SDE from x_T ~ prior down to the cut-off t_min = eps.
 
@@ -395,7 +407,10 @@ def euler_maruyama(
     n, dim = _check_size(n, dim)
     eps = _check_sde_eps(sde, eps)
     num_steps = check_positive_int(num_steps, "num_steps")
-    x, path = _euler_maruyama(key, score_fn, sde, n, dim, num_steps, eps, bool(return_trajectory))
+    _check_hook(hook)
+    x, path = _euler_maruyama(
+        key, score_fn, sde, n, dim, num_steps, eps, bool(return_trajectory), hook
+    )
     return _result(x, path, num_steps)
 
 
@@ -411,12 +426,12 @@ def _corrector_alpha(sde, t_n, h):
     jax.jit,
     static_argnames=(
         "score_fn", "sde", "n", "dim", "num_steps", "predictor", "corrector_steps",
-        "return_trajectory",
+        "return_trajectory", "hook",
     ),
 )  # fmt: skip
 def _predictor_corrector(
     key, score_fn, sde, n, dim, num_steps, predictor, snr, corrector_steps, eps,
-    return_trajectory,
+    return_trajectory, hook=None,
 ):  # fmt: skip
     reverse = sde.reverse(score_fn)
 
@@ -447,7 +462,7 @@ def _predictor_corrector(
         x = corrector(x, t_n, h, key_c)
         return predict(x, t_n, h, jax.random.normal(key_p, x.shape), is_last)
 
-    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory)
+    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory, hook)
 
 
 def predictor_corrector(
@@ -462,6 +477,7 @@ def predictor_corrector(
     corrector_steps: int = 1,
     eps: float = 1e-3,
     return_trajectory: bool = False,
+    hook: Callable | None = None,
 ) -> SamplerResult:
     """Predictor-corrector sampling (Song et al. 2021, Algorithms 4 and 5).
 
@@ -503,9 +519,10 @@ def predictor_corrector(
     corrector_steps = int(corrector_steps)
     if corrector_steps < 0:
         raise ValueError(f"corrector_steps must be a non-negative integer, got {corrector_steps}")
+    _check_hook(hook)
     x, path = _predictor_corrector(
         key, score_fn, sde, n, dim, num_steps, predictor, snr, corrector_steps, eps,
-        bool(return_trajectory),
+        bool(return_trajectory), hook,
     )  # fmt: skip
     return _result(x, path, num_steps * (1 + corrector_steps))
 
