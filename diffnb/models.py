@@ -175,14 +175,16 @@ def _sigma_max(key: jax.Array, u: jax.Array, max_points: int = 2000) -> float:
     return float(jnp.sqrt(jnp.max(dist2)))
 
 
-def _process(key, model: str, u: jax.Array):
+def _process(key, model: str, u: jax.Array, sigma_max: float | None = None):
     if model == "vp":
         return VPSDE()
     if model == "subvp":
         return SubVPSDE()
     if model == "ddpm":
         return schedules.ddpm_from_vp(VPSDE(), DDPM_STEPS)
-    ve = VESDE(sigma_min=0.01, sigma_max=max(_sigma_max(key, u), 0.02))
+    if sigma_max is None:
+        sigma_max = max(_sigma_max(key, u), 0.02)
+    ve = VESDE(sigma_min=0.01, sigma_max=sigma_max)
     return ve if model == "ve" else schedules.ncsn_from_ve(ve, NCSN_LEVELS)
 
 
@@ -205,6 +207,7 @@ def fit(
     ema_decay: float | None = 0.999,
     network: networks.NetworkConfig | None = None,
     time_scale: float | None = None,
+    sigma_max: float | None = None,
     standardize: bool = True,
     progress: bool | None = None,
 ) -> FittedModel:
@@ -221,6 +224,8 @@ def fit(
         ``linear_skip=True`` for vp and subvp (see below).
       time_scale: vp, subvp and ve only: radians the time embedding's fastest sinusoid
         turns over [0, T] (``networks.sde_score_model``); default ``networks.TIME_SCALE``.
+      sigma_max: ve and ncsn only: the largest noise level (in standardised units), > 0.01;
+        default the largest distance between two data points (the module docstring).
       standardize: train on (x - mean) / scale (see the module docstring); False keeps x.
       progress: progress bar, as in ``training.train``.
 
@@ -252,11 +257,13 @@ def fit(
         raise ValueError(f"time_scale applies to vp, subvp and ve only, not {model!r}")
     elif not (np.isfinite(time_scale) and time_scale > 0):
         raise ValueError(f"time_scale must be a finite positive number, got {time_scale}")
+    if sigma_max is not None and (model not in ("ve", "ncsn") or not sigma_max > 0.01):
+        raise ValueError(f"sigma_max must be > 0.01 and for ve or ncsn only, got {sigma_max}")
     key_sigma, key_init, key_train = jax.random.split(key, 3)
 
     shift, scale = _standardisation(x, standardize)
     u = (x - shift[None, :]) / scale
-    process = _process(key_sigma, model, u)
+    process = _process(key_sigma, model, u, sigma_max)
     net = networks.score_network(network)
     params = jax.jit(net.init)(key_init, u[:1], jnp.zeros(1, u.dtype))
     skeleton = FittedModel(

@@ -132,6 +132,15 @@ def test_time_scale_reaches_the_score_network(points):
         _fit("ve", points, time_scale=-1.0)
 
 
+def test_sigma_max_sets_the_largest_noise_level(points):
+    ncsn = _fit("ncsn", points, num_steps=1, sigma_max=1.0, standardize=False)
+    assert float(ncsn.process.sigmas[0]) == pytest.approx(1.0)
+    assert ncsn.sde.sigma_max == pytest.approx(1.0)
+    for model, value in (("vp", 1.0), ("ddpm", 1.0), ("ve", 0.01), ("ve", float("nan"))):
+        with pytest.raises(ValueError, match="sigma_max"):
+            _fit(model, points, num_steps=1, sigma_max=value)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", models.MODELS)
 def test_defaults_reach_the_noise_floor_on_the_nine_gaussians(nine, model):
