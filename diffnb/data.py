@@ -12,6 +12,7 @@ Derived in notebooks/data.md, eq. ``data-noised``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import distrax
@@ -210,6 +211,21 @@ def score(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Arr
     """
     x = check_samples(x, "x", dim=mixture.dim)
     return _per_point(mixture, x, *_per_point_args(x, scale, std))[1]
+
+
+def kl_divergence(
+    key: jax.Array, mixture: GaussianMixture, log_p: Callable[[jax.Array], jax.Array], n: int
+) -> tuple[float, float]:
+    """KL(q || p) in nats for the mixture q and any density p, by Monte Carlo over n draws.
+
+    The mean of log q(x) - log p(x) over x ~ q, with its standard error (std / sqrt(n));
+    ``log_p`` maps points (n, d) to log-densities (n,). With q the data noised to T and p the
+    prior this is the prior term of the likelihood bound, notebooks/comparison.md, eq.
+    ``cmp-kl-bound``; the pitfalls appendix uses it for a chain that ends too early.
+    """
+    x = sample(key, mixture, n)
+    gap = log_prob(mixture, x) - log_p(x)
+    return float(jnp.mean(gap)), float(jnp.std(gap)) / float(np.sqrt(x.shape[0]))
 
 
 def two_moons(key: jax.Array, n: int, noise: float = 0.08) -> jax.Array:

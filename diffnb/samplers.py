@@ -263,14 +263,25 @@ def _ddim_indices(num_train_steps: int, num_steps: int) -> tuple[np.ndarray, np.
     return tau, np.append(tau[1:], -1).astype(np.int32)
 
 
-@partial(jax.jit, static_argnames=("eps_fn", "n", "dim", "num_steps", "return_trajectory"))
-def _ddim(key, eps_fn, schedule, n, dim, num_steps, return_trajectory):
-    tau, tau_next = _ddim_indices(schedule.betas.shape[0], num_steps)
+def _check_timesteps(timesteps, num_train_steps: int) -> np.ndarray:
+    tau = np.asarray(timesteps)
+    if tau.ndim != 1 or tau.size == 0 or not np.issubdtype(tau.dtype, np.integer):
+        raise ValueError(f"timesteps must be a non-empty 1-D array of integers, got {timesteps!r}")
+    if not (np.all(np.diff(tau) < 0) and tau[-1] >= 0 and tau[0] < num_train_steps):
+        raise ValueError(
+            f"timesteps must decrease strictly within 0..{num_train_steps - 1}, got {tau.tolist()}"
+        )
+    return tau.astype(np.int32)
+
+
+@partial(jax.jit, static_argnames=("eps_fn", "n", "dim", "return_trajectory"))
+def _ddim(key, eps_fn, schedule, n, dim, tau, return_trajectory):
     x_init = jax.random.normal(key, (n, dim))
     abar, one_minus = schedule.alpha_bars, schedule.one_minus_alpha_bars
-    has_next, next_index = tau_next >= 0, np.maximum(tau_next, 0)
-    abar_next = jnp.where(has_next, abar[next_index], 1.0)  # abar_0 := 1 after the last step
-    one_minus_next = jnp.where(has_next, one_minus[next_index], 0.0)
+    tau_next = jnp.append(tau[1:], 0)  # the step after tau_1 reaches abar = 1, the clean data
+    is_last = jnp.arange(tau.shape[0]) == tau.shape[0] - 1
+    abar_next = jnp.where(is_last, 1.0, abar[tau_next])
+    one_minus_next = jnp.where(is_last, 0.0, one_minus[tau_next])
 
     def step(x, inputs):
         i, abar_i, one_minus_i, abar_j, one_minus_j = inputs
@@ -279,7 +290,7 @@ def _ddim(key, eps_fn, schedule, n, dim, num_steps, return_trajectory):
         x = jnp.sqrt(abar_j) * x0 + jnp.sqrt(one_minus_j) * eps
         return x, (x if return_trajectory else None)
 
-    inputs = (jnp.asarray(tau), abar[tau], one_minus[tau], abar_next, one_minus_next)
+    inputs = (tau, abar[tau], one_minus[tau], abar_next, one_minus_next)
     x, path = jax.lax.scan(step, x_init, inputs)
     return x, _with_start(x_init, path)
 
@@ -289,14 +300,17 @@ def ddim(
     eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
     schedule: DDPMSchedule,
     n: int,
-    num_steps: int,
+    num_steps: int | None = None,
     dim: int = 2,
     return_trajectory: bool = False,
+    timesteps=None,
 ) -> SamplerResult:
-    """Deterministic DDIM (Song et al. 2021, eta = 0) on ``num_steps`` of the N schedule steps.
+    """Deterministic DDIM (Song et al. 2021, eta = 0) on S of the N schedule steps.
 
     The 0-based indices tau_S > ... > tau_1 are evenly spaced from N-1 down to 0 (rounded;
-    S = ``num_steps`` <= N). From x ~ N(0, I), each step predicts the clean point and moves it
+    S = ``num_steps`` <= N), or are ``timesteps``, any strictly decreasing integers in
+    0..N-1 (e.g. the "leading" and "trailing" grids of the pitfalls appendix); give one of
+    the two. From x ~ N(0, I), each step predicts the clean point and moves it
     to the next noise level along the same noise:
 
         x0_hat = (x - sqrt(1 - abar_tau) eps(x, tau)) / sqrt(abar_tau),
@@ -310,18 +324,24 @@ def ddim(
     noise prediction; it is exact only for the oracle noise of one sample. The key only draws
     the initial noise.
 
-    ``nfe = num_steps``; the trajectory has num_steps + 1 entries.
+    ``nfe`` = S; the trajectory has S + 1 entries.
     """
     n, dim = _check_size(n, dim)
     schedule = _check_ddpm(schedule)
-    num_steps = check_positive_int(num_steps, "num_steps")
-    if num_steps > schedule.betas.shape[0]:
-        raise ValueError(
-            f"num_steps must be at most the schedule's {schedule.betas.shape[0]} steps, "
-            f"got {num_steps}"
-        )
-    x, path = _ddim(key, eps_fn, schedule, n, dim, num_steps, bool(return_trajectory))
-    return _result(x, path, num_steps)
+    num_train_steps = schedule.betas.shape[0]
+    if (num_steps is None) == (timesteps is None):
+        raise ValueError("num_steps or timesteps must be given, and not both")
+    if timesteps is None:
+        num_steps = check_positive_int(num_steps, "num_steps")
+        if num_steps > num_train_steps:
+            raise ValueError(
+                f"num_steps must be at most the schedule's {num_train_steps} steps, got {num_steps}"
+            )
+        tau, _ = _ddim_indices(num_train_steps, num_steps)
+    else:
+        tau = _check_timesteps(timesteps, num_train_steps)
+    x, path = _ddim(key, eps_fn, schedule, n, dim, jnp.asarray(tau), bool(return_trajectory))
+    return _result(x, path, tau.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -167,3 +167,14 @@ def test_functions_reject_bad_input(nine):
         data.sample(jax.random.key(0), nine, 0)
     with pytest.raises(ValueError, match="width"):
         data.ring(jax.random.key(0), 10, width=-1.0)
+
+
+def test_kl_divergence_of_two_gaussians_matches_its_closed_form():
+    """For q = N(mu, s^2 I) and p = N(0, I) in d dimensions,
+    KL = (d s^2 + |mu|^2 - d) / 2 - d log s; the estimate is within 4 standard errors."""
+    mu, s = jnp.array([0.5, -1.0]), 0.7
+    q = data.GaussianMixture(weights=jnp.ones(1), means=mu[None], covs=(s**2 * jnp.eye(2))[None])
+    exact = (2 * s**2 + float(mu @ mu) - 2) / 2 - 2 * np.log(s)
+    log_p = lambda x: jax.scipy.stats.norm.logpdf(x).sum(-1)  # noqa: E731
+    kl, se = data.kl_divergence(jax.random.key(3), q, log_p, 50_000)
+    assert 0 < se < 0.01 and abs(kl - exact) < 4 * se, (kl, se, exact)

@@ -247,6 +247,11 @@ def _bad_calls(vp, ncsn, ddpm100, nine):
         ("dim", lambda: samplers.probability_flow_ode(key, score, vp, 4, dim=0)),
         ("variance", lambda: samplers.ddpm_ancestral(key, eps_fn, ddpm100, 4, variance="sqrt")),
         ("num_steps", lambda: samplers.ddim(key, eps_fn, ddpm100, 4, num_steps=101)),
+        ("num_steps", lambda: samplers.ddim(key, eps_fn, ddpm100, 4, 5, timesteps=[9, 0])),
+        ("num_steps", lambda: samplers.ddim(key, eps_fn, ddpm100, 4)),
+        ("timesteps", lambda: samplers.ddim(key, eps_fn, ddpm100, 4, timesteps=[0, 9])),
+        ("timesteps", lambda: samplers.ddim(key, eps_fn, ddpm100, 4, timesteps=[100, 0])),
+        ("timesteps", lambda: samplers.ddim(key, eps_fn, ddpm100, 4, timesteps=[9.0, 0.0])),
         ("num_steps", lambda: samplers.euler_maruyama(key, score, vp, 4, num_steps=0)),
         ("predictor", lambda: samplers.predictor_corrector(key, score, vp, 4, predictor="rk")),
         ("snr", lambda: samplers.predictor_corrector(key, score, vp, 4, snr=-0.1)),
@@ -288,3 +293,23 @@ def test_ddim_converges_to_the_probability_flow(nine, vp):
     assert errors[0] > errors[1] > errors[2], errors
     assert 3.0 < errors[1] / errors[2] < 7.5, errors  # first order: 5 for 5 times the steps
     assert errors[2] < 5e-3, errors
+
+
+def test_ddim_on_given_timesteps_is_ddim_on_that_sub_schedule(nine, ddpm1000):
+    """timesteps=tau runs DDIM on the steps tau: the same as DDIM over every step of the
+    schedule cut down to tau (built here by indexing its arrays), whose own indices are then
+    all of 0..S-1; and evenly spaced timesteps are what num_steps chooses."""
+    key, n = jax.random.key(7), 256
+    eps_fn = schedules.exact_eps(ddpm1000, nine)
+    trailing = np.arange(999, 0, -100)  # 999, 899, ..., 99: never visits the last 99 steps
+    up = trailing[::-1].copy()
+    sub = ddpm1000._replace(**{f: getattr(ddpm1000, f)[up] for f in ddpm1000._fields})
+    on_sub = samplers.ddim(key, lambda x, j: eps_fn(x, jnp.asarray(up)[j]), sub, n, len(up))
+    given = samplers.ddim(key, eps_fn, ddpm1000, n, timesteps=trailing)
+    assert given.nfe == len(trailing) == on_sub.nfe
+    assert float(jnp.max(jnp.abs(given.samples - on_sub.samples))) < 1e-4
+    even = np.round(np.linspace(999, 0, 12)).astype(int)
+    assert jnp.array_equal(
+        samplers.ddim(key, eps_fn, ddpm1000, n, timesteps=even).samples,
+        samplers.ddim(key, eps_fn, ddpm1000, n, num_steps=12).samples,
+    )
