@@ -27,9 +27,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import sklearn.datasets
-import sklearn.mixture
-import sklearn.model_selection
 import threadpoolctl
 
 from diffnb import data
@@ -103,6 +100,11 @@ def load_digits(seed: int = 0, n_validation: int = 200, n_test: int = 300) -> Di
       ValueError: naming ``seed``, ``n_validation`` or ``n_test`` when it is not a valid
         integer, or when the sizes would leave some class without an image in a part.
     """
+    # scikit-learn is imported where it is used: it takes seconds to import, and only the
+    # digits chapter needs it.
+    import sklearn.datasets
+    import sklearn.model_selection
+
     seed = _check_seed(seed)
     n_validation = check_positive_int(n_validation, "n_validation")
     n_test = check_positive_int(n_test, "n_test")
@@ -293,6 +295,8 @@ def fit_mixture(key: jax.Array, levels, num_components: int) -> data.GaussianMix
     ``fit_gaussian``. The result is a ``data.GaussianMixture``, so ``data.log_prob`` gives its
     exact log-density on x and ``data.sample`` its samples.
     """
+    import sklearn.mixture  # imported here, as in load_digits
+
     c = np.asarray(centres(levels), dtype=np.float64)
     num_components = check_positive_int(num_components, "num_components")
     if num_components > c.shape[0]:

@@ -21,14 +21,13 @@ other shapes and values outside [-1, 1] (clip generated samples first).
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
-import sklearn.exceptions
-import sklearn.neural_network
 import threadpoolctl
 
 from diffnb import digits
@@ -86,6 +85,10 @@ def train_classifier(
       ValueError: if ``train`` is not a ``digits.DigitSplit`` or its levels or labels are bad;
         RuntimeError if the optimiser does not converge.
     """
+    # scikit-learn is imported where it is used: it takes seconds to import.
+    import sklearn.exceptions
+    import sklearn.neural_network
+
     if not isinstance(train, digits.DigitSplit):
         raise ValueError(f"train must be a digits.DigitSplit, got {type(train).__name__}")
     levels = digits.check_levels(train.levels, "train.levels")
@@ -233,6 +236,21 @@ class FrechetFloor(NamedTuple):
     values: np.ndarray
 
 
+@partial(jax.jit, static_argnames="repeats")
+def _floor_features(key, classifier, train_levels, test_levels, repeats):
+    """Features of ``repeats`` draws: (repeats, n, H) for training subsets and the test split."""
+    n = test_levels.shape[0]
+
+    def one(key_rep):
+        key_subset, key_train, key_test = jax.random.split(key_rep, 3)
+        subset = jax.random.choice(key_subset, train_levels.shape[0], (n,), replace=False)
+        real = digits.dequantise(key_train, train_levels[subset])
+        held_out = digits.dequantise(key_test, test_levels)
+        return _hidden(classifier, real), _hidden(classifier, held_out)
+
+    return jax.lax.map(one, jax.random.split(key, repeats))
+
+
 def frechet_floor(
     key: jax.Array,
     classifier: ReferenceClassifier,
@@ -253,12 +271,8 @@ def frechet_floor(
     n = test_levels.shape[0]
     if n > train_levels.shape[0]:
         raise ValueError(f"test has {n} images, more than train's {train_levels.shape[0]}")
-    values = []
-    for key_rep in jax.random.split(key, repeats):
-        key_subset, key_train, key_test = jax.random.split(key_rep, 3)
-        subset = jax.random.choice(key_subset, train_levels.shape[0], (n,), replace=False)
-        real = digits.dequantise(key_train, train_levels[subset])
-        values.append(sample_frechet(key_test, classifier, real, test))
+    real, held_out = _floor_features(key, classifier, train_levels, test_levels, repeats)
+    values = [frechet_distance(a, b) for a, b in zip(real, held_out, strict=True)]
     values = np.asarray(values)
     return FrechetFloor(n, repeats, float(values.mean()), float(np.quantile(values, 0.95)), values)
 
