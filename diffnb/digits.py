@@ -93,8 +93,9 @@ def load_digits(seed: int = 0, n_validation: int = 200, n_test: int = 300) -> Di
     (scikit-learn's stratified ``train_test_split``, test first, then validation from the rest),
     and the split is fixed by the integer ``seed``: the same seed gives the same split on every
     machine and JAX version (NumPy's MT19937 draws it, not a JAX key, so that the protocol of
-    notebooks/digits.md does not move when JAX changes its random bits). Within a part the
-    images keep the order of the original data. The data ship inside the scikit-learn wheel.
+    notebooks/digits.md does not move when JAX changes its random bits; scikit-learn 1.5.2 and
+    1.9.1 give the same split). Within a part the images keep the order of the original data.
+    The data ship inside the scikit-learn wheel.
 
     Raises:
       ValueError: naming ``seed``, ``n_validation`` or ``n_test`` when it is not a valid
