@@ -132,11 +132,12 @@ def load_digits(seed: int = 0, n_validation: int = 200, n_test: int = 300) -> Di
         rest, test_size=n_validation, stratify=labels[rest], random_state=seed
     )
     parts = []
-    for part, name in ((train, "train"), (validation, "n_validation"), (test, "n_test")):
+    names = ("n_validation and n_test leave", "n_validation leaves", "n_test leaves")
+    for part, name, what in zip((train, validation, test), names, Digits._fields, strict=True):
         part = np.sort(part)
         counts = np.bincount(labels[part], minlength=NUM_CLASSES)
         if np.any(counts == 0):
-            raise ValueError(f"{name} leaves class {int(np.argmin(counts))} empty")
+            raise ValueError(f"{name} class {int(np.argmin(counts))} empty in the {what} part")
         parts.append(DigitSplit(jnp.asarray(levels[part]), jnp.asarray(labels[part])))
     return Digits(*parts)
 
