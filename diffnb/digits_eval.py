@@ -63,10 +63,6 @@ class ReferenceClassifier(NamedTuple):
     b2: jax.Array
 
 
-def _seed_from_key(key) -> int:
-    return int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
-
-
 def train_classifier(
     key: jax.Array,
     train: digits.DigitSplit,
@@ -102,7 +98,7 @@ def train_classifier(
         hidden_layer_sizes=(hidden,),
         alpha=weight_decay,
         max_iter=500,
-        random_state=_seed_from_key(key_fit),
+        random_state=digits._seed_from_key(key_fit),
     )
     # One BLAS thread: on small matrices, threads spin-waiting on a busy CPU cost up to 30x.
     with threadpoolctl.threadpool_limits(limits=1), warnings.catch_warnings():
