@@ -1,6 +1,8 @@
 """diffnb: the helper package of an executable book on diffusion models.
 
-Modules, one job each: ``data`` (mixtures and their exact noised score), ``conditional``
+Modules, one job each: ``data`` (mixtures and their exact noised score), ``digits`` (the 8x8
+digits: split, scaling, bits per dimension, density baselines), ``digits_eval`` (their reference
+classifier, Frechet distance and memorisation check), ``conditional``
 (labels, exact classifiers and conditional scores, guided scores), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
 ``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``,
@@ -11,6 +13,8 @@ from diffnb import (
     conditional,
     data,
     denoisers,
+    digits,
+    digits_eval,
     likelihood,
     losses,
     metrics,
@@ -28,6 +32,8 @@ __all__ = [
     "conditional",
     "data",
     "denoisers",
+    "digits",
+    "digits_eval",
     "likelihood",
     "losses",
     "metrics",
