@@ -63,7 +63,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_finite_parameters():
                    steps_per_chunk=chunk, ema_decay=0.5)  # fmt: skip
         err = info.value
         assert err.step == 5
-        assert float(err.last_finite_params) == 5.0
+        assert float(err.last_finite_params) == 4.0  # step 4's loss (4.0) was the last finite
         np.testing.assert_array_equal(err.losses, [0.0, 1.0, 2.0, 3.0, 4.0])
         assert np.isfinite(float(err.last_finite_ema_params))
 
@@ -74,7 +74,15 @@ def test_nan_gradient_with_a_finite_loss_also_stops():
 
     with pytest.raises(training.NonFiniteLossError, match="step 5") as info:
         _train(loss_fn, jnp.asarray(0.0), jnp.zeros((8, 2)), num_steps=10, batch_size=2)
-    assert float(info.value.last_finite_params) == 5.0
+    assert float(info.value.last_finite_params) == 4.0
+
+
+def test_a_nan_at_the_first_step_has_no_finite_parameters():
+    with pytest.raises(training.NonFiniteLossError, match="step 0") as info:
+        _train(lambda w, key, batch: w * jnp.nan, jnp.asarray(0.0), jnp.zeros((4, 1)),
+               num_steps=3, batch_size=2, ema_decay=0.5)  # fmt: skip
+    assert info.value.last_finite_params is None and info.value.last_finite_ema_params is None
+    assert info.value.losses.shape == (0,)
 
 
 def test_ema_follows_its_recursion():
@@ -92,6 +100,48 @@ def test_ema_follows_its_recursion():
     np.testing.assert_array_equal(result.losses, np.arange(steps))
     assert _train(loss_fn, jnp.asarray(0.0), jnp.zeros((4, 1)), num_steps=3,
                   batch_size=2).ema_params is None  # fmt: skip
+
+
+def test_ema_warmup_follows_its_recursion():
+    def loss_fn(w, key, batch):  # w_k = k after k steps
+        return w
+
+    decay, steps = 0.9, 30
+    result = _train(loss_fn, jnp.asarray(0.0), jnp.zeros((4, 1)), num_steps=steps,
+                    batch_size=2, ema_decay=decay, ema_warmup=True, steps_per_chunk=7)  # fmt: skip
+    ema = 0.0
+    for k in range(steps):  # after step k the parameter is k + 1
+        d = min(decay, (1 + k) / (10 + k))
+        ema = d * ema + (1 - d) * (k + 1)
+    np.testing.assert_allclose(float(result.ema_params), ema, rtol=1e-6)
+    # Without warm-up the average still remembers the initial 0 after 30 steps (0.9^30 = 4%).
+    plain = _train(loss_fn, jnp.asarray(0.0), jnp.zeros((4, 1)), num_steps=steps,
+                   batch_size=2, ema_decay=decay)  # fmt: skip
+    assert float(result.ema_params) > float(plain.ema_params) + 0.5
+
+
+def test_pytree_data_are_shuffled_together():
+    """Points and labels travel as one pytree: every batch keeps each point with its label."""
+    n = 12
+    points = jnp.arange(n, dtype=jnp.float32)[:, None] * jnp.ones((1, 2))
+    labels = 100 + jnp.arange(n, dtype=jnp.int32)
+
+    def loss_fn(w, key, batch):
+        x, y = batch["x"], batch["y"]
+        return w * jnp.sum(jnp.abs(x[:, 0] + 100 - y))  # zero iff the rows stayed paired
+
+    result = _train(loss_fn, jnp.asarray(1.0), {"x": points, "y": labels}, num_steps=9,
+                    batch_size=4, steps_per_chunk=4)  # fmt: skip
+    np.testing.assert_array_equal(result.losses, 0.0)
+    with pytest.raises(ValueError, match="leading axis"):
+        _train(loss_fn, jnp.asarray(1.0), {"x": points, "y": labels[:-1]}, num_steps=1,
+               batch_size=4)  # fmt: skip
+    with pytest.raises(ValueError, match="NaN"):
+        _train(loss_fn, jnp.asarray(1.0), {"x": points.at[0, 0].set(jnp.nan), "y": labels},
+               num_steps=1, batch_size=4)  # fmt: skip
+    with pytest.raises(ValueError, match="dtype"):
+        _train(loss_fn, jnp.asarray(1.0), {"x": points, "y": labels > 3}, num_steps=1,
+               batch_size=4)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
