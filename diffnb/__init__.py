@@ -2,10 +2,12 @@
 
 Modules, one job each: ``data`` (mixtures and their exact noised score), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
-``samplers``, ``likelihood``, ``models`` (the one-call path) and ``plotting``.
+``samplers``, ``likelihood``, ``models`` (the one-call path), ``checkpoint`` (saving and
+loading its models) and ``plotting``.
 """
 
 from diffnb import (
+    checkpoint,
     data,
     likelihood,
     losses,
@@ -20,6 +22,7 @@ from diffnb import (
 )
 
 __all__ = [
+    "checkpoint",
     "data",
     "likelihood",
     "losses",

@@ -131,7 +131,7 @@ _B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
 _E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
 
 
-@partial(jax.jit, static_argnames=("sde", "score_fn", "max_nfe"))
+@partial(jax.jit, static_argnames=("sde", "score_fn"))
 def _dopri5_per_point(sde, score_fn, x, probes, rtol, atol, eps, max_nfe):
     """Integrate (x, delta) from eps to T with a step size of each point's own.
 

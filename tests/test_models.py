@@ -50,12 +50,12 @@ def test_standardisation_is_a_change_of_coordinates(vp, points):
     a = models.sample(jax.random.key(2), vp, 50, num_steps=20)
     b = models.sample(jax.random.key(2), moved, 50, num_steps=20)
     assert a.samples.shape == (50, 2) and a.nfe == 40
-    u = (a.samples - vp.shift[None, :]) / vp.scale
+    u = (a.samples - vp.shift[None, :]) / vp.scale[None, :]
     np.testing.assert_allclose(b.samples, jnp.array([[5.0, -3.0]]) + 10.0 * u, rtol=1e-4, atol=1e-4)
 
     # Exactly representable points: u = (x - shift) / scale is then the same in both frames.
     u = jnp.round(4.0 * u[:10]) / 4.0
-    xa = vp.shift[None, :] + vp.scale * u
+    xa = vp.shift[None, :] + vp.scale[None, :] * u
     xb = jnp.array([[5.0, -3.0]]) + 10.0 * u
     la = models.log_likelihood(jax.random.key(3), vp, xa)
     lb = models.log_likelihood(jax.random.key(3), moved, xb)
@@ -245,16 +245,17 @@ def test_one_outlier_does_not_change_the_other_likelihoods(vp, points):
     x = points[:20]
     far = jnp.concatenate([x[:7], jnp.array([[1000.0, 1000.0]]), x[7:]])
     alone = models.log_likelihood(jax.random.key(3), vp, x, batch_size=32)
+    cap = int(alone.point_nfe.max()) + 12  # two steps more than the hardest ordinary point
     with pytest.raises(likelihood.SolverBudgetError, match=r"indices \[7\]") as info:
-        models.log_likelihood(jax.random.key(3), vp, far, batch_size=32, max_nfe=600)
+        models.log_likelihood(jax.random.key(3), vp, far, batch_size=32, max_nfe=cap)
     assert list(info.value.indices) == [7]
     got = np.asarray(info.value.result.log_prob)
     assert np.isnan(got[7])
     np.testing.assert_array_equal(np.delete(got, 7), alone.log_prob)
-    assert alone.point_nfe.max() < 600 and alone.point_nfe.shape == (20,)
+    assert alone.point_nfe.shape == (20,) and info.value.result.point_nfe[7] > cap - 6
     # Batches: the same values in batches of 8 as in one batch.
     small = models.log_likelihood(jax.random.key(3), vp, x, batch_size=8)
-    np.testing.assert_allclose(small.log_prob, alone.log_prob, atol=1e-5)
+    np.testing.assert_allclose(small.log_prob, alone.log_prob, atol=1e-4)
 
 
 def test_fit_options_learning_rates_networks_and_resuming(vp, points):
@@ -300,8 +301,8 @@ def test_a_network_of_ones_own(points):
         jax.random.key(0), points, "ddpm", network=net, num_steps=20, batch_size=32,
         progress=False,
     )  # fmt: skip
-    assert "network=custom with 82 parameters" in repr(fitted)
-    out = models.sample(jax.random.key(1), fitted, 10, num_steps=10)
+    assert "network=custom with 98 parameters" in repr(fitted)  # (3 * 16 + 16) + (16 * 2 + 2)
+    out = models.sample(jax.random.key(1), fitted, 10, num_steps=50)
     assert out.samples.shape == (10, 2) and bool(jnp.all(jnp.isfinite(out.samples)))
 
 
