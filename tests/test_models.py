@@ -295,8 +295,8 @@ def test_a_network_of_ones_own(points):
         h = hk.Linear(16)(jnp.concatenate([u, c[:, None] / 1000.0], axis=1))
         return hk.Linear(2)(jax.nn.gelu(h))
 
-    net = hk.without_apply_rng(hk.transform(own))
-    net = hk.Transformed(net.init, lambda params, rng, u, c: net.apply(params, u, c))
+    pure = hk.without_apply_rng(hk.transform(own))
+    net = hk.Transformed(pure.init, lambda params, rng, u, c: pure.apply(params, u, c))
     fitted = models.fit(
         jax.random.key(0), points, "ddpm", network=net, num_steps=20, batch_size=32,
         progress=False,
