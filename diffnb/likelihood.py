@@ -116,7 +116,6 @@ def _draw_probes(key, probe, shape):
     return jax.random.normal(key, shape, dtype=jnp.float32)
 
 
-
 # Dormand-Prince 5(4), the pair of scipy's RK45: nodes, stages, 5th-order weights, error weights.
 _C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
 _A = (
