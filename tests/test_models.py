@@ -183,7 +183,7 @@ def test_saved_schedules_round_trip_exactly(model, tmp_path):
 
 
 def test_per_axis_standardisation_and_the_single_scale_warning(points):
-    stretched = points * jnp.array([1.0, 1000.0])
+    stretched = points * jnp.array([[1.0, 1000.0]])
     with pytest.warns(UserWarning, match="standard deviations"):
         single = _fit("vp", stretched, standardize="single")
     assert isinstance(single.scale, float)
