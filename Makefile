@@ -4,11 +4,12 @@
 #   make test        unit tests, notebooks (nbmake), book build with -W, browser check
 #   make test-fast   unit tests without the slow ones (the developer loop)
 #   make lab         JupyterLab; notebooks/*.md open as notebooks (jupytext pairing)
+#   make test-min    unit tests (not slow) against the lowest supported versions (.venv-min)
 #   make bench       check the PyTorch baseline, then time training and sampling (installs torch)
 #   make serve       preview the built book on http://127.0.0.1:8000
 #   make setup       only create or update .venv
 #   make notebooks   make or refresh notebooks/*.ipynb from notebooks/*.md (jupytext --sync)
-#   make lint        ruff; `make format` rewrites
+#   make lint        ruff on the package and on the notebooks' code; `make format` rewrites the package
 #   make clean       remove _build and the generated .ipynb files
 #
 # LOCK=requirements/lock.txt pins every package; `make test LOCK=` installs the newest
@@ -34,11 +35,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.diffnb-installed
 PIP_PINS := $(if $(LOCK),-c $(LOCK),--upgrade --upgrade-strategy eager)
 
-NOTEBOOKS := $(wildcard notebooks/*.md)
+# The intro is an executed page too (its first figure).
+NOTEBOOKS := intro.md $(wildcard notebooks/*.md)
 HTML := _build/html
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bench help setup browser notebooks execute book test test-unit test-fast test-notebooks \
+MIN_VENV ?= .venv-min
+
+.PHONY: test-min bench help setup browser notebooks execute book test test-unit test-fast test-notebooks \
         check-book lab serve lint format clean
 
 help:
@@ -79,7 +83,10 @@ test-notebooks: execute
 book: execute
 	jupyter-book build . -n -W --keep-going
 
+# First the checker's own test (tests/book_check/: a clean page passes, a page with each
+# defect fails as that defect), then the built book at a 1280-px window.
 check-book: browser $(STAMP)
+	$(BIN)/python scripts/check_book.py --self-test
 	$(BIN)/python scripts/check_book.py $(HTML)
 
 # ---------------------------------------------------------------- tests
@@ -88,6 +95,13 @@ test-unit: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow and not torch"
+
+# The package's floors (requirements/min.txt) in a venv of their own.
+test-min:
+	@test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet -r requirements/min.txt -c requirements/min.txt \
+	  -e . 'pytest>=8.3' 'pytest-xdist>=3.6'
+	$(MIN_VENV)/bin/python -m pytest tests -m "not slow and not torch"
 
 test: test-unit
 	$(MAKE) book
@@ -109,13 +123,16 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m pytest tests/test_bench.py
 	$(BIN)/python benchmarks/speed.py $(BENCH_ARGS)
 
+# The notebooks' code is linted with the same settings (scripts/lint_notebooks.py: jupytext
+# makes each .md a notebook in a temporary folder, ruff checks it cell by cell).
 lint: $(STAMP)
 	ruff check diffnb tests scripts benchmarks
 	ruff format --check diffnb tests scripts benchmarks
+	$(BIN)/python scripts/lint_notebooks.py $(NOTEBOOKS)
 
 format: $(STAMP)
 	ruff check --fix diffnb tests scripts benchmarks
 	ruff format diffnb tests scripts benchmarks
 
 clean:
-	rm -rf _build notebooks/*.ipynb notebooks/.ipynb_checkpoints .ruff_cache
+	rm -rf _build intro.ipynb notebooks/*.ipynb notebooks/.ipynb_checkpoints .ruff_cache

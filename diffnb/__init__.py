@@ -1,14 +1,18 @@
 """diffnb: the helper package of an executable book on diffusion models.
 
-Modules, one job each: ``data`` (mixtures and their exact noised score), ``metrics``,
+Modules, one job each: ``data`` (mixtures and their exact noised score), ``conditional``
+(labels, exact classifiers and conditional scores, guided scores), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
-``samplers``, ``likelihood``, ``models`` (the one-call path), ``checkpoint`` (saving and
-loading its models) and ``plotting``.
+``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``,
+``models`` (the one-call path), ``checkpoint`` (saving and loading its models) and
+``plotting``.
 """
 
 from diffnb import (
     checkpoint,
+    conditional,
     data,
+    denoisers,
     likelihood,
     losses,
     metrics,
@@ -18,12 +22,15 @@ from diffnb import (
     samplers,
     schedules,
     sde,
+    solvers,
     training,
 )
 
 __all__ = [
     "checkpoint",
+    "conditional",
     "data",
+    "denoisers",
     "likelihood",
     "losses",
     "metrics",
@@ -33,6 +40,7 @@ __all__ = [
     "samplers",
     "schedules",
     "sde",
+    "solvers",
     "training",
 ]
 __version__ = "0.1.0"

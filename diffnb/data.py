@@ -1,13 +1,13 @@
 """Data sets: Gaussian mixtures with an exact noised density and score, plus 2-D toys.
 
 Every chapter scores its samplers against the data's exact density. For a Gaussian
-mixture that density stays in closed form after noising: if x_0 ~ sum_k w_k N(mu_k, Sigma_k)
-and x_t = m x_0 + s z with z ~ N(0, I), then
+mixture that density stays in closed form after noising: if x_0 ~ q_0 = sum_k pi_k
+N(mu_k, Sigma_k) and x_t = m_t x_0 + sigma_t eps with eps ~ N(0, I), then
 
-    q_t(x) = sum_k w_k N(x; m mu_k, m^2 Sigma_k + s^2 I),                (data-noised)
+    q_t(x) = sum_k pi_k N(x; m_t mu_k, m_t^2 Sigma_k + sigma_t^2 I),     (data-noised)
 
-so log q_t and its score are exact for any (m, s). Derived in notebooks/data.md,
-eq. ``data-noised``.
+so log q_t and its score are exact for any (m_t, sigma_t), passed as ``scale`` and ``std``.
+Derived in notebooks/data.md, eq. ``data-noised``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ NINE_GAUSSIAN_WEIGHTS = (
 
 
 class GaussianMixture(NamedTuple):
-    """A mixture sum_k weights[k] N(means[k], covs[k]) in d dimensions."""
+    """A mixture q_0 = sum_k pi_k N(mu_k, Sigma_k) in d dimensions (notebooks/data.md,
+    eq. ``data-mixture``): ``weights`` are the pi_k, ``means`` the mu_k, ``covs`` the Sigma_k."""
 
     weights: jax.Array  # (K,)
     means: jax.Array  # (K, d)
@@ -66,7 +67,7 @@ def gaussian_mixture(means, covs, weights) -> GaussianMixture:
       means: (K, d) component means.
       covs: (K, d, d) symmetric positive-definite covariances, or (K,) / scalar variances
         meaning ``var * I``.
-      weights: (K,) non-negative weights that sum to 1.
+      weights: (K,) non-negative weights pi_k that sum to 1.
 
     Raises:
       ValueError: naming the argument whose shape or value is wrong.
@@ -138,10 +139,10 @@ def sample(key: jax.Array, mixture: GaussianMixture, n: int) -> jax.Array:
 
 
 def noised(mixture: GaussianMixture, scale=1.0, std=0.0) -> GaussianMixture:
-    """The law of ``scale * x0 + std * z`` as a mixture, for scalar scale and std.
+    """q_t, the law of m_t x_0 + sigma_t eps, as a mixture; ``scale`` = m_t, ``std`` = sigma_t.
 
-    Components N(scale mu_k, scale^2 Sigma_k + std^2 I) with unchanged weights; derived in
-    notebooks/data.md, eq. ``data-noised``.
+    Components N(m_t mu_k, m_t^2 Sigma_k + sigma_t^2 I) with unchanged weights pi_k, for scalar
+    m_t and sigma_t; derived in notebooks/data.md, eq. ``data-noised``.
     """
     if jnp.ndim(scale) != 0 or jnp.ndim(std) != 0:
         raise ValueError("scale and std must be scalars here; log_prob and score take arrays")
@@ -154,23 +155,21 @@ def noised(mixture: GaussianMixture, scale=1.0, std=0.0) -> GaussianMixture:
 
 
 def _log_prob_and_score(mixture: GaussianMixture, x, scale, std):
-    """(log q_t(x), grad log q_t(x)) for every point, with per-point ``scale`` and ``std`` (n,).
+    """(log q_t(x), grad log q_t(x)) per point, eqs. ``data-noised``, ``data-score``.
 
-    Each covariance is diagonalised once, Sigma_k = U_k diag(lam_k) U_k^T, so that
-    scale^2 Sigma_k + std^2 I = U_k diag(scale^2 lam_k + std^2) U_k^T for every point
-    without a factorisation per point.
+    ``scale`` = m_t and ``std`` = sigma_t have shape (n,); Sigma_k = Q_k diag(lam_k) Q_k^T.
     """
-    lam, u = jnp.linalg.eigh(mixture.covs)  # (K, d), (K, d, d)
+    lam, q = jnp.linalg.eigh(mixture.covs)  # (K, d), (K, d, d)
     diff = x[:, None, :] - scale[:, None, None] * mixture.means[None]  # (n, K, d)
-    rotated = jnp.einsum("kdj,nkd->nkj", u, diff)  # U_k^T (x - scale mu_k)
-    var = scale[:, None, None] ** 2 * lam[None] + std[:, None, None] ** 2  # (n, K, d)
+    rotated = jnp.einsum("kdj,nkd->nkj", q, diff)  # Q_k^T (x - m_t mu_k)
+    var = scale[:, None, None] ** 2 * lam[None] + std[:, None, None] ** 2  # eigenvalues of C_k
     quad = jnp.sum(rotated**2 / var, axis=-1)
     log_det = jnp.sum(jnp.log(var), axis=-1)
     log_comp = -0.5 * (quad + log_det + mixture.dim * jnp.log(2 * jnp.pi))
-    log_joint = jnp.log(mixture.weights)[None] + log_comp  # (n, K)
+    log_joint = jnp.log(mixture.weights)[None] + log_comp  # log pi_k N(x; m_t mu_k, C_k)
     log_p = logsumexp(log_joint, axis=-1)
-    responsibility = jnp.exp(log_joint - log_p[:, None])
-    precision_diff = jnp.einsum("kjd,nkd->nkj", u, rotated / var)  # U_k diag(1/var) U_k^T diff
+    responsibility = jnp.exp(log_joint - log_p[:, None])  # omega_k(x, t), (n, K)
+    precision_diff = jnp.einsum("kjd,nkd->nkj", q, rotated / var)  # C_k^{-1} (x - m_t mu_k)
     return log_p, -jnp.einsum("nk,nkj->nj", responsibility, precision_diff)
 
 
@@ -191,10 +190,10 @@ def _per_point(mixture, x, scale, std):
 
 
 def log_prob(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Array:
-    """log q_t(x) of the noised mixture ``scale * x0 + std * z``, per point, shape (n,).
+    """log q_t(x) of the noised mixture m_t x_0 + sigma_t eps, per point, shape (n,).
 
-    ``scale`` and ``std`` are scalars or one value per point, shape (n,); the per-component
-    covariance scale^2 Sigma_k + std^2 I must stay positive definite (std > 0, or scale != 0).
+    ``scale`` = m_t and ``std`` = sigma_t are scalars or one value per point, shape (n,); each
+    C_k = m_t^2 Sigma_k + sigma_t^2 I must stay positive definite (sigma_t > 0, or m_t != 0).
     Derived in notebooks/data.md, eq. ``data-noised``. Jit-compatible.
     """
     x = check_samples(x, "x", dim=mixture.dim)
@@ -204,9 +203,10 @@ def log_prob(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.
 def score(mixture: GaussianMixture, x: jax.Array, scale=1.0, std=0.0) -> jax.Array:
     """The exact score grad_x log q_t(x) of the noised mixture, shape (n, d).
 
-    It is the responsibility-weighted sum of the component scores
-    -(scale^2 Sigma_k + std^2 I)^{-1} (x - scale mu_k); derived in notebooks/data.md,
-    eq. ``data-score``. Jit-compatible.
+    It is -sum_k omega_k(x, t) C_k^{-1} (x - m_t mu_k), the component scores weighted by the
+    responsibilities, with ``scale`` = m_t and ``std`` = sigma_t; derived in notebooks/data.md,
+    eq. ``data-score``. Its RMS under q_t stays below sqrt(d) / sigma_t (about sqrt(2) / 0.25
+    near sigma_t = 0 for the nine Gaussians). Jit-compatible.
     """
     x = check_samples(x, "x", dim=mixture.dim)
     return _per_point(mixture, x, *_per_point_args(x, scale, std))[1]

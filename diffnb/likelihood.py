@@ -1,15 +1,17 @@
 """Exact log-likelihoods of a score model through the probability-flow ODE.
 
-Along a solution x(t) of the probability-flow ODE dx/dt = v(x, t) = f - 1/2 g^2 s, the
-instantaneous change of variables (Chen et al. 2018) gives d log p_t(x(t)) / dt = -div v, so
+Along a solution x(t) of the probability-flow ODE dx/dt = f_tilde(x, t) = f - 1/2 g^2 s, the
+instantaneous change of variables (Chen et al. 2018) gives d log p_t(x(t)) / dt = -div f_tilde,
+so, with the cut-off t_min (argument ``eps``),
 
-    log p_eps(x) = log p_T(x(T)) + int_eps^T div v(x(t), t) dt,   x(eps) = x.   (sde-likelihood)
+    log p_tmin(x) = log p_T(x(T)) + int_tmin^T div f_tilde(x(t), t) dt,   x(t_min) = x.
 
 Derived in notebooks/sde.md, eq. ``sde-likelihood``. The pair (x, delta) with
-d delta / dt = div v is integrated from eps up to T by ``scipy.integrate.solve_ivp`` (RK45);
-the prior term uses the SDE's exact prior density. The divergence is either exact (the trace of
-the Jacobian, cheap in 2-D) or Hutchinson's estimate E[e^T (dv/dx) e] with probes e held
-fixed through the solve (Grathwohl et al. 2019), so each probe gives one smooth ODE.
+d delta / dt = div f_tilde is integrated from t_min up to T by ``scipy.integrate.solve_ivp``
+(RK45); the prior term uses the SDE's exact prior density. The divergence is either exact (the
+trace of the Jacobian, cheap in 2-D) or Hutchinson's estimate E[v^T (d f_tilde/dx) v] with
+probes v held fixed through the solve (Grathwohl et al. 2019, eq. ``sde-hutchinson``), so each
+probe gives one smooth ODE.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ MAX_NFE = 10_000
 
 
 class LikelihoodResult(NamedTuple):
-    """log p_eps(x) in nats per point (n,), the solver's NFE, and the Hutchinson stderr (n,).
+    """log p_tmin(x) in nats per point (n,), the solver's NFE, and the Hutchinson stderr (n,).
 
     ``stderr`` is the standard error of the probe average, per point: the sample standard
     deviation of the ``num_probes`` single-probe estimates over sqrt(num_probes). It is None
@@ -72,7 +74,8 @@ def _velocity(sde, score_fn):
 
 
 def _exact_rhs(sde, score_fn, x, t_n):
-    """(v, tr dv/dx) per point at per-point times t_n (n,); each point's own Jacobian."""
+    """(f_tilde, tr d f_tilde/dx) per point at per-point times t_n (n,): each point's own
+    Jacobian, by forward mode."""
     v = _velocity(sde, score_fn)
 
     def v_one(x_i, t_i):
@@ -83,10 +86,11 @@ def _exact_rhs(sde, score_fn, x, t_n):
 
 
 def _hutchinson_rhs(sde, score_fn, x, t_n, probes):
-    """(v, e_p^T (dv/dx) e_p per probe and point): probes (P, n, d) -> divergences (P, n).
+    """(f_tilde, v_p^T (d f_tilde/dx) v_p per probe and point at times t_n): probes (P, n, d)
+    -> divergences (P, n).
 
     One Jacobian-vector product of the batched field per probe: points do not interact, so
-    the batched Jacobian is block diagonal and e^T J e is computed point by point.
+    the batched Jacobian is block diagonal and v^T J v is computed point by point.
     """
     v = _velocity(sde, score_fn)
     field = lambda y: v(y, t_n)  # noqa: E731
@@ -251,14 +255,15 @@ def log_likelihood(
 ) -> LikelihoodResult:
     """log p(x) in nats for each point of x (n, d), by the probability-flow ODE (eq. above).
 
-    The data are taken as the state at time eps, so the result is log p_eps(x), the density
-    of the model's marginal at t = eps: the data law smoothed by q_{0,eps} (for the VP SDE
-    with the defaults, scaled by 0.99995 and blurred by a Gaussian of std 0.0105). It avoids
-    the singular score as t -> 0; the price is a bias of about (d/2) std_eps^2 / var_data
+    The data are taken as the state at the cut-off t_min = ``eps``, so the result is
+    log p_tmin(x), the density of the model's marginal at t_min: the data law smoothed by the
+    kernel q(x_tmin | x_0) (for the VP SDE with the defaults, scaled by 0.99995 and blurred by a
+    Gaussian of std 0.0105). It avoids the singular score as t -> 0; the price is a bias of
+    about (d/2) sigma_tmin^2 / var_data
     nats, 0.002 for the nine Gaussians (component variance 1/16).
 
     ``divergence="exact"`` uses the trace of the per-point Jacobian (forward mode, d
-    passes); ``"hutchinson"`` uses ``num_probes`` probes (``"rademacher"`` +-1 entries or
+    passes); ``"hutchinson"`` uses M = ``num_probes`` probes v (``"rademacher"`` +-1 entries or
     ``"gaussian"``), drawn once from ``key`` and fixed through the solve, and averages the
     resulting log-densities; each probe is its own ODE state, so the per-point spread across
     probes gives ``stderr`` (None for one probe). ``key`` is unused by the exact mode.

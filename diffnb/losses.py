@@ -27,6 +27,8 @@ __all__ = [
     "dsm_loss",
     "TimeSampler",
     "likelihood_time_sampler",
+    "drop_labels",
+    "cfg_dsm_loss",
 ]
 
 
@@ -37,12 +39,15 @@ def _sum_sq(a: jax.Array) -> jax.Array:
 def ncsn_loss(apply, schedule):
     """NCSN loss with lambda(sigma) = sigma^2, levels drawn uniformly.
 
-        L(theta) = E_{i ~ U{1..L}} E_{x_0, z} 1/2 sigma_i^2 || s_theta(x_0 + sigma_i z, sigma_i)
-                                                            + z / sigma_i ||^2
-                 = E 1/2 || sigma_i s_theta(x~, sigma_i) + z ||^2,
+        L(theta) = E_{i ~ U{1..L}} E_{x_0, eps} 1/2 sigma_i^2
+                       || s_theta(x_0 + sigma_i eps, sigma_i) + eps / sigma_i ||^2
+                 = E 1/2 || sigma_i s_theta(x~, sigma_i) + eps ||^2,
 
-    derived in notebooks/ncsn.md, eq. ``ncsn-loss`` (Song & Ermon 2019, eqs. 5-6). At the
-    exact score its value is 1/2 E_i [d - sigma_i^2 E||grad log q_sigma_i(x~)||^2].
+    with eps ~ N(0, I) the kernel noise, derived in notebooks/ncsn.md, eq. ``ncsn-loss``
+    (Song & Ermon 2019, eqs. 5-6; sigma^2 is their weight, which also equals Song et al.'s
+    (2021) 1 / E||grad log q(x~ | x_0)||^2 up to the constant 1 / d). At the exact score its
+    value is the floor 1/2 E_i [d - sigma_i^2 E||grad log q_sigma_i(x~)||^2], eq.
+    ``ncsn-loss-floor``.
 
     Args:
       apply: model ``apply(params, rng, x, sigma) -> score (n, d)``.
@@ -55,37 +60,39 @@ def ncsn_loss(apply, schedule):
         n = batch.shape[0]
         level = jax.random.randint(key_level, (n,), 0, sigmas.shape[0])
         sigma = sigmas[level]
-        z = jax.random.normal(key_noise, batch.shape, batch.dtype)
-        x_noisy = batch + sigma[:, None] * z
+        eps = jax.random.normal(key_noise, batch.shape, batch.dtype)
+        x_noisy = batch + sigma[:, None] * eps
         score = apply(params, key_model, x_noisy, sigma)
-        return 0.5 * jnp.mean(_sum_sq(sigma[:, None] * score + z))
+        return 0.5 * jnp.mean(_sum_sq(sigma[:, None] * score + eps))
 
     return loss_fn
 
 
 def ddpm_elbo_weights(schedule) -> jax.Array:
-    """Per-step weights w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) with sigma_t^2 = beta_t.
+    """ELBO weights lambda_i = beta_i^2 / (2 nu_i^2 alpha_i (1 - abar_i)) with nu_i^2 = beta_i.
 
-    With sigma_t^2 = beta_t (the reverse variance of the ``variance="beta"`` ancestral sampler)
-    w_t = beta_t / (2 alpha_t (1 - abar_t)) is finite for every t. At t = 1 it is also the
-    weight of L_0 = -log N(x_0; mu_theta(x_1, 1), beta_1 I) in eps form, up to a constant, so
-    the sum over t = 1..N covers L_0 .. L_{N-1}; L_N has no parameters and is dropped
-    (notebooks/ddpm.md, eq. ``ddpm-elbo``). Shape (N,), index i = t - 1.
+    The weight of the noise-prediction error of step i in the ELBO (notebooks/ddpm.md, eq.
+    ``ddpm-eps-weight``). With the ancestral variance nu_i^2 = beta_i (the ``variance="beta"``
+    sampler), lambda_i = beta_i / (2 alpha_i (1 - abar_i)) is finite for every i. At i = 1 it
+    is also the weight of L_0 = -log N(x_0; mu_theta(x_1, 1), beta_1 I) in eps form, up to a
+    constant, so the sum over i = 1..N covers L_0 .. L_{N-1}; L_N has no parameters and is
+    dropped (eq. ``ddpm-elbo``). Shape (N,); index i - 1 holds step i.
     """
     return schedule.betas / (2.0 * schedule.alphas * schedule.one_minus_alpha_bars)
 
 
 def ddpm_loss(apply, schedule, weighting: str = "simple"):
-    """DDPM noise-prediction loss, steps i drawn uniformly from 0..N-1 (paper t = i + 1).
+    """DDPM noise-prediction loss, steps i drawn uniformly (0-based indices 0..N-1).
 
-    With x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) z:
+    With x_i = sqrt(abar_i) x_0 + sqrt(1 - abar_i) eps (``z`` in the code):
 
-    - ``"simple"``: L_simple = E_{t, x_0, z} || z - eps_theta(x_t, t) ||^2 (Ho et al. 2020,
+    - ``"simple"``: L_simple = E_{i, x_0, eps} || eps - eps_theta(x_i, i) ||^2 (Ho et al. 2020,
       eq. 14), notebooks/ddpm.md, eq. ``ddpm-simple``.
-    - ``"elbo"``: sum_{t=1}^N w_t E || z - eps_theta(x_t, t) ||^2 = N E_t [w_t ||.||^2], with
-      the weights of ``ddpm_elbo_weights``; this is the negative ELBO in nats up to terms
-      without parameters, notebooks/ddpm.md, eq. ``ddpm-elbo``. Its Monte Carlo variance is
-      far larger than that of L_simple, because w_t is largest at small t.
+    - ``"elbo"``: sum_{i=1}^N lambda_i E || eps - eps_theta(x_i, i) ||^2 = N E_i [lambda_i ||.||^2],
+      with the weights of ``ddpm_elbo_weights``; this is the negative ELBO in nats up to terms
+      without parameters, notebooks/ddpm.md, eqs. ``ddpm-elbo`` and ``ddpm-eps-weight``. Its
+      Monte Carlo variance is far larger than that of L_simple, because lambda_i is largest at
+      small i.
 
     Args:
       apply: model ``apply(params, rng, x, i) -> eps (n, d)``, with i (n,) integer steps.
@@ -206,5 +213,36 @@ def dsm_loss(
             weight = jnp.square(sde.diffusion(t) / std) / ((sde.T - eps) * density)
             per_point = weight * per_point
         return jnp.mean(per_point)
+
+    return loss_fn
+
+
+def drop_labels(key: jax.Array, k: jax.Array, num_classes: int, drop_prob) -> jax.Array:
+    """Labels k (n,) with each replaced by the null label ``num_classes`` with probability
+    ``drop_prob``, independently (label dropout of classifier-free guidance)."""
+    drop = jax.random.bernoulli(key, drop_prob, k.shape)
+    return jnp.where(drop, num_classes, k)
+
+
+def cfg_dsm_loss(apply, sde, num_classes: int, drop_prob: float = 0.1, **dsm_kwargs):
+    """Classifier-free-guidance training: ``dsm_loss`` of a labelled model whose labels are
+    dropped to the null label with probability ``drop_prob`` (Ho & Salimans 2022).
+
+    One network so learns both s(x, t, k) ~ grad log p_t(x | k) and, with the null label
+    k = num_classes, s(x, t, null) ~ grad log p_t(x). The batch is ``{"x": (n, d), "k": (n,)}``;
+    ``apply(params, rng, x, t, k)`` (``networks.with_labels``); ``dsm_kwargs`` go to
+    ``dsm_loss``.
+    """
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
+    if not 0.0 <= float(drop_prob) <= 1.0:
+        raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob}")
+    dsm_loss(lambda p, r, x, t: x, sde, **dsm_kwargs)  # checks the keyword arguments now
+
+    def loss_fn(params, key, batch):
+        key_drop, key_dsm = jax.random.split(key)
+        k = drop_labels(key_drop, batch["k"], int(num_classes), drop_prob)
+        inner = dsm_loss(lambda p, r, x, t: apply(p, r, x, t, k), sde, **dsm_kwargs)
+        return inner(params, key_dsm, batch["x"])
 
     return loss_fn

@@ -71,7 +71,8 @@ class NoiseFloor(NamedTuple):
 
 
 def _row_means(a: jax.Array, b: jax.Array, bandwidth) -> tuple[jax.Array, jax.Array]:
-    """For each row a_i: mean_j exp(-|a_i - b_j|^2 / (2 h^2)) and mean_j |a_i - b_j|.
+    """For each row a_i: mean_j phi_h(a_i, b_j) = mean_j exp(-|a_i - b_j|^2 / (2 h^2)), and
+    mean_j |a_i - b_j|.
 
     Rows go in blocks of ``_BLOCK`` (the last one padded, its extra rows dropped), and the
     squared distance is summed coordinate by coordinate, which XLA fuses into one loop with the
@@ -95,7 +96,7 @@ def _kernel_terms(x, y, bandwidth):
     kxx, dxx = _row_means(x, x, bandwidth)
     kyy, dyy = _row_means(y, y, bandwidth)
     kxy, dxy = _row_means(x, y, bandwidth)
-    # k(x, x) = 1 exactly, so dropping the diagonal is (n * row mean - 1) / (n - 1).
+    # phi_h(x, x) = 1 exactly, so dropping the diagonal is (n * row mean - 1) / (n - 1).
     mean_kxx = jnp.mean((n * kxx - 1.0) / (n - 1))
     mean_kyy = jnp.mean((m * kyy - 1.0) / (m - 1))
     mmd = mean_kxx + mean_kyy - 2.0 * jnp.mean(kxy)
@@ -126,14 +127,15 @@ def _check_pair(x, y, same_n: bool = False):
 def mmd2(x: jax.Array, y: jax.Array, bandwidth: float = 0.5) -> jax.Array:
     """Unbiased estimate of MMD^2 between the laws of x (n, d) and y (m, d).
 
-    With the Gaussian kernel k(a, b) = exp(-|a - b|^2 / (2 h^2)), h = ``bandwidth``,
+    With the Gaussian kernel phi_h(a, b) = exp(-|a - b|^2 / (2 h^2)), h = ``bandwidth``,
 
-        MMD^2_u = mean_{i != i'} k(x_i, x_i') + mean_{j != j'} k(y_j, y_j')
-                  - 2 mean_{i, j} k(x_i, y_j)                                   (data-mmd)
+        MMD^2_u = mean_{i != i'} phi_h(x_i, x_i') + mean_{j != j'} phi_h(y_j, y_j')
+                  - 2 mean_{i, j} phi_h(x_i, y_j)                               (data-mmd)
 
-    (Gretton et al. 2012). Its expectation is 0 when the laws agree, so it can be slightly
-    negative; notebooks/data.md, eq. ``data-mmd``. h = 0.5 is twice the component std of the
-    nine Gaussians: it resolves the shape of each mode.
+    (Gretton et al. 2012). It equals the V-statistic (all pairs, never negative) minus its bias
+    [(1 - V_xx) + (1 - V_yy)] / (n - 1); its expectation is 0 when the laws agree, so it is then
+    negative about half the time or more; notebooks/data.md, eq. ``data-mmd``. h = 0.5 is twice
+    the component std of the nine Gaussians: it resolves the shape of each mode.
     """
     x, y = _check_pair(x, y)
     return _mmd2(x, y, check_positive(bandwidth, "bandwidth"))
@@ -164,10 +166,10 @@ def sliced_wasserstein2(
 ) -> jax.Array:
     """Squared sliced Wasserstein-2 distance between two samples of equal size (data-sw2).
 
-    SW_2^2 = E_theta W_2^2(theta^T X, theta^T Y), theta uniform on the unit sphere, estimated
-    with ``num_projections`` directions drawn from ``key``. In 1-D, W_2^2 between two equal-size
-    empirical laws is the mean squared gap between their sorted values. A pure shift by v
-    gives |v|^2 / d; notebooks/data.md, eq. ``data-sw2``. Returns the square (units of x^2).
+    SW_2^2 = E_u W_2^2(u^T X, u^T Y), u uniform on the unit sphere, estimated with
+    ``num_projections`` directions u_p drawn from ``key``. In 1-D, W_2^2 between two equal-size
+    empirical laws is the mean squared gap between their sorted values. A pure shift by delta
+    gives |delta|^2 / d; notebooks/data.md, eq. ``data-sw2``. Returns the square (units of x^2).
     """
     x, y = _check_pair(x, y, same_n=True)
     return _sliced_w2(key, x, y, check_positive_int(num_projections, "num_projections"))
@@ -206,9 +208,9 @@ def _check_mixture_samples(x, mixture, name):
 def mode_tv(x: jax.Array, mixture: data.GaussianMixture) -> jax.Array:
     """Total variation between mode frequencies and mixture weights (data-mode-tv).
 
-    Each point goes to its nearest component mean; with f_k the fraction of points in mode k,
-    TV = 1/2 sum_k |f_k - w_k|, in [0, 1]. It sees wrong weights and missing modes, and is
-    blind to the shape of each mode; notebooks/data.md, eq. ``data-mode-tv``.
+    Each point goes to its nearest component mean; with hat pi_k the fraction of points in
+    mode k, TV = 1/2 sum_k |hat pi_k - pi_k|, in [0, 1]. It sees wrong weights and missing modes,
+    and is blind to the shape of each mode; notebooks/data.md, eq. ``data-mode-tv``.
     """
     return _mode_tv(_check_mixture_samples(x, mixture, "x"), mixture)
 
@@ -219,8 +221,11 @@ def variance_ratio(x: jax.Array, mixture: data.GaussianMixture) -> jax.Array:
     With points assigned to their nearest mean mu_k(i), the numerator is
     1/(n d) sum_i |x_i - mu_k(i)|^2 and the denominator 1/n sum_i tr(Sigma_k(i)) / d, the true
     per-coordinate variance of the modes the points landed in (1/16 for the nine Gaussians).
-    About 1 for true samples, 2 when every mode is twice too wide, below 1 for collapsed
-    modes; notebooks/data.md, eq. ``data-var-ratio``. It assumes well separated modes.
+    A ratio of variances: about 1 for true samples, 2 when every mode's variance is doubled
+    (standard deviation sqrt(2) too large), 4 when every mode is twice too wide, below 1 for
+    collapsed modes; notebooks/data.md, eq. ``data-var-ratio``. It assumes well separated modes:
+    the nearest-mean assignment gives the far tails of a widened mode to its neighbours (1.94,
+    not 2, for the nine Gaussians with doubled variance).
     """
     return _variance_ratio(_check_mixture_samples(x, mixture, "x"), mixture)
 

@@ -28,7 +28,8 @@ by a factor of 100 or more; False keeps x. The model, ``FittedModel.score_fn`` a
 ``eps_fn`` live in u = ``to_model(fitted, x)``; ``sample`` and ``log_likelihood`` work in the
 data's own coordinates (x = ``to_data(fitted, u)`` = shift + scale u, and log p_x = log p_u -
 sum_j log scale_j). For VE and NCSN, sigma_max is the largest distance between two
-(standardised) data points, Song & Ermon's (2020) first rule.
+(standardised) data points, Song & Ermon's (2020) first rule, unless ``fit(sigma_max=...)``
+sets it.
 
 Saving: ``fitted.save(path)`` writes one ``.npz`` file (a JSON header with the
 configuration, and the arrays: parameters, standardisation, process, losses) and
@@ -323,14 +324,16 @@ def _sigma_max(key: jax.Array, u: jax.Array, max_points: int = 2000) -> float:
     return float(jnp.sqrt(jnp.max(dist2)))
 
 
-def _process(key, model: str, u: jax.Array):
+def _process(key, model: str, u: jax.Array, sigma_max: float | None = None):
     if model == "vp":
         return VPSDE()
     if model == "subvp":
         return SubVPSDE()
     if model == "ddpm":
         return schedules.ddpm_from_vp(VPSDE(), DDPM_STEPS)
-    ve = VESDE(sigma_min=0.01, sigma_max=max(_sigma_max(key, u), 0.02))
+    if sigma_max is None:
+        sigma_max = max(_sigma_max(key, u), 0.02)
+    ve = VESDE(sigma_min=0.01, sigma_max=sigma_max)
     return ve if model == "ve" else schedules.ncsn_from_ve(ve, NCSN_LEVELS)
 
 
@@ -379,6 +382,7 @@ def fit(
     init_params: Any = None,
     resume: FittedModel | None = None,
     time_scale: float | None = None,
+    sigma_max: float | None = None,
     standardize: bool | str = True,
     progress: bool | None = None,
 ) -> FittedModel:
@@ -409,6 +413,8 @@ def fit(
         over the new ``num_steps``) and the losses are appended. ``model`` may be omitted.
       time_scale: vp, subvp and ve only: radians the time embedding's fastest sinusoid
         turns over [0, T] (``networks.sde_score_model``); default ``networks.TIME_SCALE``.
+      sigma_max: ve and ncsn only: the largest noise level (in standardised units), > 0.01;
+        default the largest distance between two data points (the module docstring).
       standardize: ``True`` or ``"per_axis"`` (the default: each axis by its own standard
         deviation), ``"single"`` (one scale for all axes) or False (train on x itself); see
         the module docstring.
@@ -433,7 +439,12 @@ def fit(
         _check_fitted(resume)
         if model not in (None, resume.model):
             raise ValueError(f"model must be {resume.model!r} (resume's) or None, got {model!r}")
-        clash = {"network": network, "init_params": init_params, "time_scale": time_scale}
+        clash = {
+            "network": network,
+            "init_params": init_params,
+            "time_scale": time_scale,
+            "sigma_max": sigma_max,
+        }
         for name, value in clash.items():
             if value is not None:
                 raise ValueError(f"{name} must be left out when resuming: it is resume's")
@@ -459,6 +470,8 @@ def fit(
         )
     elif learning_rate != 2e-3 or final_learning_rate is not None:
         raise ValueError("learning_rate and final_learning_rate must be left out with optimizer")
+    if sigma_max is not None and (model not in ("ve", "ncsn") or not sigma_max > 0.01):
+        raise ValueError(f"sigma_max must be > 0.01 and for ve or ncsn only, got {sigma_max}")
     key_sigma, key_init, key_train = jax.random.split(key, 3)
 
     if resume is not None:
@@ -476,7 +489,7 @@ def fit(
             raise ValueError(f"time_scale must be a finite positive number, got {time_scale}")
         shift, scale = _standardisation(x, standardize)
         u = (x - shift[None, :]) / (scale if isinstance(scale, float) else scale[None, :])
-        process = _process(key_sigma, model, u)
+        process = _process(key_sigma, model, u, sigma_max)
         skeleton = FittedModel(
             model, None, network, process, shift, scale, jnp.zeros(0), float(time_scale),
             x.shape[0],

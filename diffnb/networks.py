@@ -14,9 +14,14 @@ bottom of this module, which fix the scale of the input and the output:
   noise levels, ``TIME_SCALE * t / T`` for continuous time, ``TIME_SCALE * (i + 1) / N`` for
   DDPM steps. A raw sigma in [0.01, 1] or a raw t in [0, 1] barely moves even the fastest
   sinusoid (1 rad per unit), so the embedding would be nearly constant;
-- a score is predicted as ``net(x, c) / std``, so that the network's target has unit scale
-  (the true score reaches |z| / std ~ 140 at std = 0.01); a DDPM network predicts the noise
-  eps directly, whose target also has unit scale.
+- a score is predicted as ``net(x, c) / std``. With the weight lambda = std^2 the loss is
+  then 1/2 E|net + eps|^2: the network regresses on the unit-scale kernel noise eps at every
+  noise level, instead of on the denoising target eps / std (the score of q(x_t | x_0)),
+  whose RMS is sqrt(d) / std ~ 141 at std = 0.01. It is this target that is large, not the
+  score: on the nine Gaussians the RMS of the marginal score grad log q_sigma is about 5.7 at
+  sigma = 0.01, and the network's optimum std * grad log q has RMS below sqrt(d) at every
+  level (measured in notebooks/ncsn.md, section "The network"). A DDPM network predicts eps
+  directly, whose target also has unit scale.
 
 The network and its embedding are presented in notebooks/ncsn.md.
 """
@@ -36,6 +41,7 @@ __all__ = [
     "NetworkConfig",
     "sinusoidal_embedding",
     "score_network",
+    "with_labels",
     "num_params",
     "ncsn_score_model",
     "sde_score_model",
@@ -65,9 +71,12 @@ class NetworkConfig:
         makes the score random at training time.
       linear_skip: add a linear map of the input to the output, ``out += W_s x`` (W_s starts at
         zero). The LayerNorm bounds the rest of the output, so without the skip the network
-        cannot follow a target that grows with |x|, such as the noise -z ~ -x at large t for
+        cannot follow a target that grows with |x|, such as the noise -eps ~ -x at large t for
         points far in the prior's tail (notebooks/sde.md). Off by default: Dirmeier's (2023)
         network has none.
+      num_classes: with K classes, the network also takes a label k in {0, ..., K} (K is the
+        null label, "no class") whose learned embedding is added to the noise embedding; None
+        (the default) builds the unconditional network, unchanged.
     """
 
     output_dim: int = 2
@@ -76,6 +85,7 @@ class NetworkConfig:
     max_positions: float = 10_000.0
     dropout_rate: float = 0.0
     linear_skip: bool = False
+    num_classes: int | None = None
 
     def __post_init__(self):
         if int(self.output_dim) != self.output_dim or self.output_dim < 1:
@@ -92,6 +102,12 @@ class NetworkConfig:
             raise ValueError(f"max_positions must be a finite number > 1, got {self.max_positions}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.num_classes is not None and (
+            int(self.num_classes) != self.num_classes or self.num_classes < 1
+        ):
+            raise ValueError(
+                f"num_classes must be a positive integer or None, got {self.num_classes}"
+            )
 
 
 def sinusoidal_embedding(c: jax.Array, dim: int, max_positions: float = 10_000.0) -> jax.Array:
@@ -109,7 +125,9 @@ def sinusoidal_embedding(c: jax.Array, dim: int, max_positions: float = 10_000.0
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-def _mlp(config: NetworkConfig, x: jax.Array, c: jax.Array) -> jax.Array:
+def _mlp(
+    config: NetworkConfig, x: jax.Array, c: jax.Array, k: jax.Array | None = None
+) -> jax.Array:
     if x.ndim != 2 or x.shape[1] != config.output_dim:
         raise ValueError(f"x must have shape (n, {config.output_dim}), got {x.shape}")
     if c.shape != x.shape[:1]:
@@ -117,6 +135,11 @@ def _mlp(config: NetworkConfig, x: jax.Array, c: jax.Array) -> jax.Array:
     emb = sinusoidal_embedding(c, config.embedding_dim, config.max_positions)
     h = hk.Linear(config.embedding_dim, name="x_in")(x)
     h = h + jax.nn.gelu(hk.Linear(config.embedding_dim, name="c_in")(emb))
+    if config.num_classes is not None:
+        if k is None or k.shape != x.shape[:1] or not jnp.issubdtype(k.dtype, jnp.integer):
+            shape = None if k is None else k.shape
+            raise ValueError(f"k must be integer labels of shape ({x.shape[0]},), got {shape}")
+        h = h + hk.Embed(config.num_classes + 1, config.embedding_dim, name="label")(k)
     for k, width in enumerate(config.hidden_dims):
         h = jax.nn.gelu(hk.Linear(width, name=f"hidden_{k}")(h))
     h = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True, name="norm")(h)
@@ -139,7 +162,24 @@ def score_network(config: NetworkConfig = NetworkConfig()) -> hk.Transformed:
     only for dropout. Wrap ``apply`` with ``ncsn_score_model``, ``sde_score_model`` or
     ``ddpm_eps_model`` to obtain a model function for the losses.
     """
+    if config.num_classes is not None:  # init(key, x, c, k), apply(params, rng, x, c, k)
+        return hk.transform(lambda x, c, k: _mlp(config, x, c, k))
     return hk.transform(lambda x, c: _mlp(config, x, c))
+
+
+def with_labels(make_model, net_apply, *args, **kwargs):
+    """A labelled model ``apply(params, rng, x, cond, k)`` from a model factory.
+
+    ``make_model`` is ``ncsn_score_model``, ``sde_score_model`` or ``ddpm_eps_model``;
+    ``net_apply(params, rng, x, c, k)`` is the apply of a network built with ``num_classes``.
+    The label k (n,) reaches the network unchanged; the parameterisation is the factory's.
+    """
+
+    def apply(params, rng, x, cond, k):
+        unlabelled = lambda p, r, x_, c: net_apply(p, r, x_, c, k)  # noqa: E731
+        return make_model(unlabelled, *args, **kwargs)(params, rng, x, cond)
+
+    return apply
 
 
 def num_params(params: hk.Params) -> int:
@@ -150,8 +190,9 @@ def num_params(params: hk.Params) -> int:
 def ncsn_score_model(net_apply) -> ModelFn:
     """NCSN score s(x, sigma) = net(x, log sigma) / sigma, with sigma (n,) the noise level.
 
-    Dividing by sigma makes the target of ``net`` the unit-scale -z of notebooks/ncsn.md,
-    eq. ``ncsn-loss``.
+    With lambda(sigma) = sigma^2 the loss of notebooks/ncsn.md, eq. ``ncsn-loss``, becomes
+    1/2 E||net + eps||^2, so the target of ``net`` is the unit-scale kernel noise -eps at
+    every level, and its optimum sigma * grad log q_sigma has RMS at most sqrt(d).
     """
 
     def apply(params, rng, x, sigma):
@@ -164,7 +205,7 @@ def sde_score_model(net_apply, sde, time_scale: float = TIME_SCALE) -> ModelFn:
     """SDE score s(x, t) = net(x, time_scale t / T) / std(t), std from ``sde.marginal(t)``.
 
     std(t) is the standard deviation of q_0t(x_t | x_0) (notebooks/sde.md, eq. ``sde-dsm``),
-    so the network's target -z has unit scale at every t. ``time_scale`` sets how
+    so the network's target -eps has unit scale at every t. ``time_scale`` sets how
     many radians the embedding's fastest sinusoid turns over [0, T]: the default matches a
     1000-step DDPM; the SDE chapter uses 50, which keeps the learned field smooth enough in t
     for an adaptive ODE solver.

@@ -75,6 +75,12 @@ def _check_sde_eps(sde, eps) -> float:
     return eps
 
 
+def _check_hook(hook) -> None:
+    """``hook(key, x, t)`` runs after each reverse step (t the time reached), or None."""
+    if hook is not None and not callable(hook):
+        raise ValueError(f"hook must be callable or None, got {type(hook).__name__}")
+
+
 def _with_start(x0: jax.Array, path: jax.Array | None) -> jax.Array | None:
     """Prepend the initial state to the scanned states: (steps, n, d) -> (steps + 1, n, d)."""
     return None if path is None else jnp.concatenate([x0[None], path], axis=0)
@@ -98,21 +104,21 @@ def _annealed_langevin(
 ):  # fmt: skip
     key_init, key_levels = jax.random.split(key)
     x_init = sigmas[0] * jax.random.normal(key_init, (n, dim))
-    alphas = step_size * (sigmas / sigmas[-1]) ** step_exponent
+    etas = step_size * (sigmas / sigmas[-1]) ** step_exponent  # eq. ncsn-step
 
     def level(x, inputs):
-        sigma, alpha, key_level = inputs
+        sigma, eta, key_level = inputs
         sigma_n = jnp.full((n,), sigma)
 
-        def langevin_step(x, key_step):
+        def langevin_step(x, key_step):  # eq. ncsn-langevin
             z = jax.random.normal(key_step, x.shape)
-            return x + 0.5 * alpha * score_fn(x, sigma_n) + jnp.sqrt(alpha) * z, None
+            return x + 0.5 * eta * score_fn(x, sigma_n) + jnp.sqrt(eta) * z, None
 
         x, _ = jax.lax.scan(langevin_step, x, jax.random.split(key_level, steps_per_level))
         return x, (x if return_trajectory else None)
 
     keys = jax.random.split(key_levels, sigmas.shape[0])
-    x, path = jax.lax.scan(level, x_init, (sigmas, alphas, keys))
+    x, path = jax.lax.scan(level, x_init, (sigmas, etas, keys))
     if denoise:
         x = x + sigmas[-1] ** 2 * score_fn(x, jnp.full((n,), sigmas[-1]))
         path = None if path is None else jnp.concatenate([path, x[None]], axis=0)
@@ -135,29 +141,30 @@ def annealed_langevin(
 
     Start from x ~ N(0, sigma_1^2 I) (the VE prior at sigma_max; Song & Ermon start from a
     uniform box, which the first, widest level forgets just as well). At level i run
-    ``steps_per_level`` Langevin steps with the score s(x, sigma_i):
+    ``steps_per_level`` (S) Langevin steps with the score s(x, sigma_i):
 
-        alpha_i = step_size * (sigma_i / sigma_L) ** step_exponent,
-        x <- x + alpha_i / 2 * s(x, sigma_i) + sqrt(alpha_i) * z,   z ~ N(0, I)   (ncsn-langevin)
+        eta_i = kappa * (sigma_i / sigma_L) ** step_exponent,       kappa = ``step_size``,
+        x <- x + eta_i / 2 * s(x, sigma_i) + sqrt(eta_i) * z,   z ~ N(0, I),
 
-    derived in notebooks/ncsn.md, eq. ``ncsn-langevin``. ``step_exponent=2`` is the paper's
-    rule (alpha_i proportional to sigma_i^2, so every level mixes in the same number of its own
-    relaxation times); ``step_exponent=1`` is Dirmeier's (2023) mistake, kept so
+    notebooks/ncsn.md, eqs. ``ncsn-langevin`` and ``ncsn-step``. ``step_exponent=2`` is the
+    paper's rule (eta_i proportional to sigma_i^2, so every level mixes in the same number of
+    its own relaxation times); ``step_exponent=1`` is Dirmeier's (2023) mistake, kept so
     the chapter can show what it does. ``score_fn(x, sigma)`` takes sigma per point, (n,).
 
-    With ``denoise=True`` a last Tweedie step x <- x + sigma_L^2 s(x, sigma_L) returns
-    E[x_0 | x] at level sigma_L. It is off by default: with sigma_L = 0.01 the leftover noise
-    adds sigma_L^2 = 1e-4 to a per-coordinate variance of 1/16 for the nine Gaussians (a
-    variance ratio of 1.0016), and the exact score reaches the noise floor without it.
+    With ``denoise=True`` a last step by Tweedie's formula x <- x + sigma_L^2 s(x, sigma_L)
+    returns E[x_0 | x] at level sigma_L (notebooks/ncsn.md, eq. ``ncsn-tweedie``). It is off
+    by default: with sigma_L = 0.01 the leftover noise adds sigma_L^2 = 1e-4 to a
+    per-coordinate variance of 1/16 for the nine Gaussians (a variance ratio of 1.0016), and
+    the exact score reaches the noise floor without it.
 
     Cost and defaults. With sigma_L = 0.01 far below the modes' std (0.25), the last levels
-    barely move the points (alpha_L = step_size); the width of the modes is set at the levels
-    sigma ~ 0.05-0.2, so the leftover excess variance falls like 1 / (L K step_size /
-    sigma_L^2) for L levels of K steps. Measured with the exact score on the nine Gaussians
-    (``ncsn_from_ve(VESDE(), L)``, sigma from 10 to 0.01): L = 10 with the defaults (K = 100,
-    step_size 2e-5, Dirmeier's (2023) values) leaves modes 11% too wide; L = 20 with the
+    barely move the points (eta_L = kappa); the width of the modes is set at the levels
+    sigma ~ 0.05-0.2, so the leftover excess variance falls like 1 / (L S kappa /
+    sigma_L^2) for L levels of S steps. Measured with the exact score on the nine Gaussians
+    (``ncsn_from_ve(VESDE(), L)``, sigma from 10 to 0.01): L = 10 with the defaults (S = 100,
+    kappa = 2e-5, Dirmeier's (2023) values) leaves modes 11% too wide; L = 20 with the
     defaults reaches the floor's thresholds (variance ratio 1.04, 2000 score calls); L = 20,
-    K = 50, step_size 5e-5 reaches it with 1000 calls, and K = 100 at 5e-5 with a margin.
+    S = 50, kappa = 5e-5 reaches it with 1000 calls, and S = 100 at 5e-5 with a margin.
     ``nfe = L * steps_per_level`` (+1 with denoise).
     The trajectory records one state per noise level (after its last Langevin step), so it has
     L + 1 entries (L + 2 with ``denoise``).
@@ -218,27 +225,26 @@ def ddpm_ancestral(
     variance: str = "beta",
     return_trajectory: bool = False,
 ) -> SamplerResult:
-    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), N steps from y_N ~ N(0, I).
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), N steps from x_N ~ N(0, I).
 
-    For i = N-1, ..., 0 (paper t = i + 1), with the predicted noise eps(y, i):
+    For steps i = N, ..., 1 (0-based indices N-1, ..., 0), with the predicted noise
+    eps(x, i):
 
-        y <- (y - beta_i / sqrt(1 - abar_i) * eps(y, i)) / sqrt(alpha_i) + sigma_i z
+        x_{i-1} = (x_i - beta_i / sqrt(1 - abar_i) * eps(x_i, i)) / sqrt(alpha_i) + nu_i z
                                                                      (ddpm-ancestral)
 
-    where sigma_i^2 = beta_i (``variance="beta"``) or the posterior variance beta-tilde_i
-    (``"beta_tilde"``), and z = 0 at the last step i = 0; derived in notebooks/ddpm.md, eq.
-    ``ddpm-ancestral``. The loop never reads beta_N and step 0 runs. The
-    noise is sigma_i z with sigma_i the standard deviation, never beta_i z.
+    where nu_i^2 = beta_i (``variance="beta"``) or the posterior variance beta_tilde_i
+    (``"beta_tilde"``), and z = 0 at the last step i = 1; derived in notebooks/ddpm.md, eq.
+    ``ddpm-ancestral``. The loop never reads past the last index, and step 1 runs. The
+    noise is nu_i z with nu_i the standard deviation, never beta_i z.
 
-    The per-step error is O(beta_i^2): for a Gaussian mode of variance v the exact reverse
-    variance is beta_i V_{i-1} / V_i (V_i the variance of y_i), between beta-tilde_i and beta_i.
-    Summed over the steps it is O(max beta): with the exact noise, the modes of the nine
-    Gaussians come out 13% too wide with beta and 14% too narrow with beta-tilde at N = 100
-    (betas up to 0.2); at N = 1000 (Ho et al.'s schedule) the variance ratios are 0.994 and
-    0.957, both inside the test thresholds (the recursion for one Gaussian mode of variance
-    1/16 predicts 1.008 and 0.970: beta-tilde stays a few percent narrow).
+    For a Gaussian mode the exact reverse variance is beta_i V_{i-1} / V_i (V_i the variance
+    of x_i), between beta_tilde_i and beta_i, so with the exact noise beta widens and
+    beta_tilde narrows the modes, by an amount that shrinks with max beta_i (at N = 100,
+    betas up to 0.2, beta makes the nine Gaussians' modes about 13% too wide). The chapter
+    measures both at N = 1000 and predicts them with a one-mode recursion.
 
-    ``nfe = N``; the trajectory has N + 1 entries, y_N first and y_0 last.
+    ``nfe = N``; the trajectory has N + 1 entries, x_N first and x_0 last.
     """
     n, dim = _check_size(n, dim)
     variance = _check_choice(variance, "variance", ("beta", "beta_tilde"))
@@ -249,7 +255,7 @@ def ddpm_ancestral(
 
 
 def _ddim_indices(num_train_steps: int, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Evenly spaced steps tau_K > ... > tau_1 from N-1 down to 0, and the index after each.
+    """Evenly spaced indices tau_S > ... > tau_1 from N-1 down to 0, and the index after each.
 
     The step after tau_1 is -1, meaning abar := 1 (the clean data).
     """
@@ -289,17 +295,20 @@ def ddim(
 ) -> SamplerResult:
     """Deterministic DDIM (Song et al. 2021, eta = 0) on ``num_steps`` of the N schedule steps.
 
-    The steps tau_K > ... > tau_1 are evenly spaced from N-1 down to 0 (rounded; K =
-    ``num_steps`` <= N). From y ~ N(0, I), each step predicts the clean point and moves it to
-    the next noise level along the same noise:
+    The 0-based indices tau_S > ... > tau_1 are evenly spaced from N-1 down to 0 (rounded;
+    S = ``num_steps`` <= N). From x ~ N(0, I), each step predicts the clean point and moves it
+    to the next noise level along the same noise:
 
-        y0_hat = (y - sqrt(1 - abar_tau) eps(y, tau)) / sqrt(abar_tau),
-        y <- sqrt(abar_next) y0_hat + sqrt(1 - abar_next) eps(y, tau)       (ddpm-ddim)
+        x0_hat = (x - sqrt(1 - abar_tau) eps(x, tau)) / sqrt(abar_tau),
+        x <- sqrt(abar_next) x0_hat + sqrt(1 - abar_next) eps(x, tau)       (ddpm-ddim)
 
-    with abar_next = 1 after tau_1, so the last step returns y0_hat; derived in
-    notebooks/ddpm.md, eq. ``ddpm-ddim``. The key only draws the initial noise. DDIM is a
-    first-order solver of the probability-flow ODE: with the exact noise it narrows the modes
-    of the nine Gaussians by about 3% at 100 steps and 1.5% at 200 (of a 1000-step schedule).
+    with abar_next = 1 after tau_1, so the last step returns x0_hat; notebooks/ddpm.md, eq.
+    ``ddpm-ddim``. In xbar = x / sqrt(abar) and sigmabar = sqrt((1 - abar) / abar) the step is
+    xbar <- xbar + (sigmabar_next - sigmabar) eps: one Euler step of
+    dxbar/dsigmabar = eps, which with eps = E[eps | x] is the VP probability-flow ODE (eq.
+    ``ddpm-ddim-euler``). So DDIM has a first-order solver's error even with the exact
+    noise prediction; it is exact only for the oracle noise of one sample. The key only draws
+    the initial noise.
 
     ``nfe = num_steps``; the trajectory has num_steps + 1 entries.
     """
@@ -320,18 +329,20 @@ def ddim(
 
 
 def _time_grid(sde, num_steps, eps):
-    """t_0 = T > t_1 > ... > t_K = eps, evenly spaced, and the step h = (T - eps) / K."""
+    """T = t_0 > t_1 > ... > t_K = t_min (``eps``), evenly spaced, and the step
+    h = Delta t = (T - t_min) / K."""
     return jnp.linspace(sde.T, eps, num_steps + 1)[:-1], (sde.T - eps) / num_steps
 
 
 def _em_step(reverse, x, t_n, h, z, last):
-    """One Euler-Maruyama step of the reverse SDE from t to t - h; no noise when ``last``."""
+    """One Euler-Maruyama step of the reverse SDE from t to t - h (h = Delta t of eq.
+    ``sde-reverse-em``); no noise when ``last``."""
     mean = x - reverse.drift(x, t_n) * h
     noise = jnp.where(last, 0.0, jnp.sqrt(h)) * reverse.diffusion(t_n)[:, None] * z
     return mean + noise
 
 
-def _reverse_time_scan(key, sde, n, dim, num_steps, eps, step_fn, return_trajectory):
+def _reverse_time_scan(key, sde, n, dim, num_steps, eps, step_fn, return_trajectory, hook=None):
     """x_T ~ prior, then ``x = step_fn(x, t_n (n,), h, is_last, key_k)`` at t = T, T - h, ...,
     eps + h in one ``lax.scan``; returns the final x and, if asked, the path from x_T."""
     key_init, key_steps = jax.random.split(key)
@@ -342,20 +353,25 @@ def _reverse_time_scan(key, sde, n, dim, num_steps, eps, step_fn, return_traject
     def step(x, inputs):
         t, is_last, key_k = inputs
         x = step_fn(x, jnp.full((n,), t), h, is_last, key_k)
+        if hook is not None:  # e.g. imputation: x <- hook(key, x, t - h) after each step
+            x = hook(jax.random.fold_in(key_k, 1), x, jnp.full((n,), t - h))
         return x, (x if return_trajectory else None)
 
     x, path = jax.lax.scan(step, x_init, (times, last, jax.random.split(key_steps, num_steps)))
     return x, _with_start(x_init, path)
 
 
-@partial(jax.jit, static_argnames=("score_fn", "sde", "n", "dim", "num_steps", "return_trajectory"))
-def _euler_maruyama(key, score_fn, sde, n, dim, num_steps, eps, return_trajectory):
+@partial(
+    jax.jit,
+    static_argnames=("score_fn", "sde", "n", "dim", "num_steps", "return_trajectory", "hook"),
+)
+def _euler_maruyama(key, score_fn, sde, n, dim, num_steps, eps, return_trajectory, hook=None):
     reverse = sde.reverse(score_fn)
 
     def step(x, t_n, h, is_last, key_k):
         return _em_step(reverse, x, t_n, h, jax.random.normal(key_k, x.shape), is_last)
 
-    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory)
+    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory, hook)
 
 
 def euler_maruyama(
@@ -367,17 +383,20 @@ def euler_maruyama(
     dim: int = 2,
     eps: float = 1e-3,
     return_trajectory: bool = False,
+    hook: Callable | None = None,
 ) -> SamplerResult:
-    """Euler-Maruyama on the reverse-time SDE from x_T ~ prior down to t = eps.
+    """Euler-Maruyama on the reverse-time SDE from x_T ~ prior down to the cut-off t_min = eps.
 
-    With the reverse drift f - g^2 s and h = (T - eps) / num_steps, for t = T, T - h, ...:
+    With the reverse drift f - g^2 s and Delta t = (T - t_min) / num_steps, for t = T,
+    T - Delta t, ...:
 
-        x <- x - [f(x, t) - g(t)^2 s(x, t)] h + g(t) sqrt(h) z          (sde-reverse-em)
+        x <- x - [f(x, t) - g(t)^2 s(x, t)] Delta t + g(t) sqrt(Delta t) z   (sde-reverse-em)
 
     derived in notebooks/sde.md, eq. ``sde-reverse-em`` (Anderson 1982:
     dt < 0 is the step backwards). The last step adds no noise: it returns the mean of the
     final transition, as score_sde's samplers do. For the VP SDE the noise skipped there has
-    std sqrt(beta_min h) = 0.03 at h = 1e-2, which would add 1.6% to the 1/16 variance of the
+    std sqrt(beta_min Delta t) = 0.03 at Delta t = 1e-2, which would add 1.6% to the 1/16
+    variance of the
     nine Gaussians' modes.
 
     Default 100 steps: with the exact score this reaches the noise floor of the nine Gaussians
@@ -388,13 +407,16 @@ def euler_maruyama(
     n, dim = _check_size(n, dim)
     eps = _check_sde_eps(sde, eps)
     num_steps = check_positive_int(num_steps, "num_steps")
-    x, path = _euler_maruyama(key, score_fn, sde, n, dim, num_steps, eps, bool(return_trajectory))
+    _check_hook(hook)
+    x, path = _euler_maruyama(
+        key, score_fn, sde, n, dim, num_steps, eps, bool(return_trajectory), hook
+    )
     return _result(x, path, num_steps)
 
 
 def _corrector_alpha(sde, t_n, h):
-    """alpha of the Langevin corrector (Song et al. 2021, Alg. 5): 1 - beta(t) h for VP and
-    sub-VP (the DDPM alpha_i of that step), 1 for VE (Alg. 4)."""
+    """alpha_i of the Langevin corrector (Song et al. 2021, Alg. 5): 1 - beta(t) Delta t for VP
+    and sub-VP (the DDPM alpha_i = 1 - beta_i of that step), 1 for VE (Alg. 4)."""
     if isinstance(sde, VPSDE | SubVPSDE):
         return 1.0 - sde.beta(t_n) * h
     return jnp.ones_like(t_n)
@@ -404,12 +426,12 @@ def _corrector_alpha(sde, t_n, h):
     jax.jit,
     static_argnames=(
         "score_fn", "sde", "n", "dim", "num_steps", "predictor", "corrector_steps",
-        "return_trajectory",
+        "return_trajectory", "hook",
     ),
 )  # fmt: skip
 def _predictor_corrector(
     key, score_fn, sde, n, dim, num_steps, predictor, snr, corrector_steps, eps,
-    return_trajectory,
+    return_trajectory, hook=None,
 ):  # fmt: skip
     reverse = sde.reverse(score_fn)
 
@@ -440,7 +462,7 @@ def _predictor_corrector(
         x = corrector(x, t_n, h, key_c)
         return predict(x, t_n, h, jax.random.normal(key_p, x.shape), is_last)
 
-    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory)
+    return _reverse_time_scan(key, sde, n, dim, num_steps, eps, step, return_trajectory, hook)
 
 
 def predictor_corrector(
@@ -455,21 +477,26 @@ def predictor_corrector(
     corrector_steps: int = 1,
     eps: float = 1e-3,
     return_trajectory: bool = False,
+    hook: Callable | None = None,
 ) -> SamplerResult:
     """Predictor-corrector sampling (Song et al. 2021, Algorithms 4 and 5).
 
-    On the grid t = T, T - h, ..., eps + h (h = (T - eps) / num_steps), each step first runs
-    ``corrector_steps`` Langevin corrections at t, then one predictor step to t - h:
+    On the grid t = T, T - h, ..., t_min + h (cut-off t_min = ``eps``, h = Delta t =
+    (T - t_min) / num_steps), each step first runs ``corrector_steps`` Langevin corrections
+    at t, then one predictor step to t - h:
 
-    - corrector, with the step set by the signal-to-noise ratio ``snr``:
+    - corrector, with the Langevin step eta set by the signal-to-noise ratio r = ``snr``:
 
-          e = 2 alpha (snr ||z|| / ||s||)^2,   x <- x + e s(x, t) + sqrt(2 e) z   (sde-pc)
+          eta = 2 alpha_i (r ||z|| / ||s||)^2,   x <- x + eta s(x, t) + sqrt(2 eta) z   (sde-pc)
 
       where ||z|| and ||s|| are the batch means of the per-point norms (as in score_sde;
-      a per-point ratio explodes at the centre of a mode, where s ~ 0), alpha = 1 - beta(t) h
-      for VP and sub-VP and alpha = 1 for VE;
+      a per-point ratio explodes at the centre of a mode, where s ~ 0), alpha_i =
+      1 - beta(t) h for VP and sub-VP and alpha_i = 1 for VE;
     - predictor ``"reverse_diffusion"``: with the forward step x_t = x_{t-h} + f + G z of
-      ``sde.discretize`` (DDPM's for VP, NCSN's for VE), x <- x - f + G^2 s(x, t) + G z;
+      ``sde.discretize`` (NCSN's for VE, the telescoping DDPM step for VP),
+      x <- x - f + G^2 s(x, t) + G z. For VP this is (2 - sqrt(1 - beta_i)) x + beta_i s + G z,
+      which equals DDPM's ancestral step (x + beta_i s) / sqrt(1 - beta_i) + G z to first
+      order in beta_i only (see ``ReverseSDE.discretize``);
       or ``"euler_maruyama"``: the step of :func:`euler_maruyama`.
 
     Derived in notebooks/sde.md, eq. ``sde-pc``. The last predictor step adds no noise.
@@ -492,9 +519,10 @@ def predictor_corrector(
     corrector_steps = int(corrector_steps)
     if corrector_steps < 0:
         raise ValueError(f"corrector_steps must be a non-negative integer, got {corrector_steps}")
+    _check_hook(hook)
     x, path = _predictor_corrector(
         key, score_fn, sde, n, dim, num_steps, predictor, snr, corrector_steps, eps,
-        bool(return_trajectory),
+        bool(return_trajectory), hook,
     )  # fmt: skip
     return _result(x, path, num_steps * (1 + corrector_steps))
 
@@ -505,7 +533,8 @@ def predictor_corrector(
 
 @partial(jax.jit, static_argnames=("sde", "score_fn"))
 def _flow_field(sde, score_fn, x, t):
-    """v(x, t) = f - 1/2 g^2 s for all points at one time t (compiled once per sde, score)."""
+    """f_tilde(x, t) = f - 1/2 g^2 s for all points at one time t (compiled once per sde,
+    score)."""
     return sde.probability_flow(score_fn)(x, jnp.full((x.shape[0],), t, x.dtype))
 
 
@@ -521,10 +550,10 @@ def probability_flow_ode(
     return_trajectory: bool = False,
     x_init: jax.Array | None = None,
 ) -> SamplerResult:
-    """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 s from x_T ~ prior to t = eps.
+    """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 s from x_T ~ prior to t_min = eps.
 
     The ODE (notebooks/sde.md, eq. ``sde-pf-ode``) has the same marginals q_t as the
-    forward SDE, so its end point at eps is a sample of q_eps. It is solved by
+    forward SDE, so its end point at t_min is a sample of q_tmin. It is solved by
     ``scipy.integrate.solve_ivp`` (RK45, adaptive, tolerances ``rtol``/``atol``) on the
     flattened state of all n points in float64; the jitted field is called in float32.
     The key only draws x_T. ``nfe`` is the solver's count of field evaluations (each one
@@ -532,7 +561,8 @@ def probability_flow_ode(
 
     The trajectory holds the state at the solver's accepted steps (T first, eps last), so its
     ``steps + 1`` entries are not evenly spaced in time. ``x_init`` (n, dim), if given, replaces
-    the draw of x_T (the ODE is then a deterministic map, the flow from T to eps).
+    the draw of x_T (the ODE is then a deterministic map, the flow from T to t_min); the
+    key may then be None.
     """
     n, dim = _check_size(n, dim)
     eps = _check_sde_eps(sde, eps)

@@ -1,20 +1,24 @@
 """Discrete noise schedules: DDPM's beta_1..beta_N and NCSN's sigma_1 > ... > sigma_L.
 
-DDPM (notebooks/ddpm.md): alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s, and
+DDPM (notebooks/ddpm.md), steps i = 1..N: alpha_i = 1 - beta_i, abar_i = prod_{j<=i} alpha_j
+with abar_0 := 1, and
 
-    q(y_t | y_0) = N(sqrt(abar_t) y_0, (1 - abar_t) I),                     (ddpm-marginal)
-    q(y_{t-1} | y_t, y_0) = N(mu_t, beta_tilde_t I),                        (ddpm-posterior)
-    mu_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) y_0
-           + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) y_t,
-    beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t,   with abar_0 := 1.
+    q(x_i | x_0) = N(sqrt(abar_i) x_0, (1 - abar_i) I),                     (ddpm-marginal)
+    q(x_{i-1} | x_i, x_0) = N(mu_tilde_i, beta_tilde_i I),                  (ddpm-posterior)
+    mu_tilde_i = sqrt(abar_{i-1}) beta_i / (1 - abar_i) x_0
+                 + sqrt(alpha_i) (1 - abar_{i-1}) / (1 - abar_i) x_i,
+    beta_tilde_i = (1 - abar_{i-1}) / (1 - abar_i) beta_i.
 
-Arrays are indexed i = 0..N-1, the paper's t = i + 1.
+Arrays are 0-based: step i is index i - 1.
 
 NCSN (notebooks/ncsn.md, eq. ``ncsn-sigmas``): a strictly decreasing geometric sequence of
-noise levels, sigma_1 the largest (Song & Ermon's order), each level N(y, sigma_i^2 I).
+noise levels, sigma_1 the largest (Song & Ermon's order), each level N(x, sigma_i^2 I).
 
-NCSN's levels are the VE SDE's sigma(t) on a grid, so its marginals are the VE marginals exactly.
-DDPM's chain has closed-form marginals of its own; they match the VP SDE's to first order in 1/N.
+What is exact and what is first order: NCSN's levels are the VE SDE's sigma(t) on a grid, so
+its marginals are the VE marginals exactly. DDPM's chain has exact closed-form marginals of its
+own (ddpm-marginal, at any N), but as a discretisation of the VP SDE it is first order: abar_i
+differs from exp(-B(t_i)), t_i = i/N, by O(1/N) (8.1e-4 at N = 1000 for Ho et al.'s schedule;
+notebooks/ddpm.md and notebooks/sde.md measure it).
 The factories run eagerly (they check values); the functions they return are jit-compatible.
 """
 
@@ -45,14 +49,14 @@ __all__ = [
 
 
 class DDPMSchedule(NamedTuple):
-    """DDPM's per-step quantities, each shape (N,), index i = paper's t - 1."""
+    """DDPM's per-step quantities, each shape (N,); index i - 1 holds step i."""
 
     betas: jax.Array
     alphas: jax.Array
     alpha_bars: jax.Array
-    one_minus_alpha_bars: jax.Array  # 1 - abar_t, formed in float64 (see ``ddpm_schedule``)
-    alpha_bars_prev: jax.Array  # abar_{t-1}, with abar_0 := 1
-    posterior_variances: jax.Array  # beta_tilde_t; 0 at t = 1
+    one_minus_alpha_bars: jax.Array  # 1 - abar_i, formed in float64 (see ``ddpm_schedule``)
+    alpha_bars_prev: jax.Array  # abar_{i-1}, with abar_0 := 1
+    posterior_variances: jax.Array  # beta_tilde_i; 0 at step i = 1
 
     @property
     def num_steps(self) -> int:
@@ -81,7 +85,7 @@ def _vector(values, name: str) -> np.ndarray:
 def ddpm_schedule(betas) -> DDPMSchedule:
     """The DDPM schedule of the variances ``betas`` (N,), each in (0, 1).
 
-    Computes alpha, abar (eq. ``ddpm-marginal``), 1 - abar, abar_{t-1} with abar_0 := 1 and
+    Computes alpha, abar (eq. ``ddpm-marginal``), 1 - abar, abar_{i-1} with abar_0 := 1 and
     beta_tilde (eq. ``ddpm-posterior``) in float64, stored as float32. 1 - abar is stored
     rather than left to the user: at Ho et al.'s first steps it is about 1e-4, and forming it
     from float32 abar would lose up to 3e-4 of its relative precision to cancellation.
@@ -101,10 +105,12 @@ def ddpm_schedule(betas) -> DDPMSchedule:
 def ddpm_from_vp(sde: VPSDE, num_steps: int) -> DDPMSchedule:
     """DDPM with N = ``num_steps`` steps as the discretisation of ``sde``.
 
-    beta_i = (T/N) beta(t_i) at t_i = (i - 1) T / (N - 1), i = 1..N; for T = 1 this is
-    beta_min/N + (i - 1)/(N (N - 1)) (beta_max - beta_min), and with [0.1, 20] and N = 1000 it
-    is linspace(1e-4, 0.02, 1000), Ho et al.'s schedule. abar_i then tracks the VP mean
-    e^{-B(iT/N)} with an error O(1/N) (notebooks/sde.md, eq. ``sde-vp``).
+    beta_i = (T/N) beta(s_i) at the grid times s_i = (i - 1) T / (N - 1), i = 1..N; for T = 1
+    this is beta_min/N + (i - 1)/(N (N - 1)) (beta_max - beta_min), and with [0.1, 20] and
+    N = 1000 it is linspace(1e-4, 0.02, 1000), Ho et al.'s schedule. The chain's own marginals
+    are exact (eq. ``ddpm-marginal``); as a discretisation it is first order: abar_i tracks the
+    VP SDE's m(t_i)^2 = e^{-B(t_i)}, t_i = iT/N, with an error O(1/N) (notebooks/ddpm.md;
+    notebooks/sde.md, eq. ``sde-vp``).
     """
     if not isinstance(sde, VPSDE):
         raise ValueError(f"sde must be a VPSDE, got {type(sde).__name__}")
@@ -128,9 +134,11 @@ def _step_index(i, n: int) -> jax.Array:
 def ddpm_posterior(
     schedule: DDPMSchedule, x_t: jax.Array, x_0: jax.Array, i: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Mean (n, d) and variance (n,) of q(y_{t-1} | y_t = x_t, y_0 = x_0) at step i = t - 1.
+    """Mean mu_tilde (n, d) and variance beta_tilde (n,) of q(x_{i-1} | x_i = x_t, x_0).
 
-    notebooks/ddpm.md, eq. ``ddpm-posterior``; at i = 0 the variance is 0 and the mean x_0.
+    ``i`` (n,) holds 0-based indices (index i - 1 for step i). Derived by completing the
+    square in notebooks/ddpm.md, eq. ``ddpm-posterior``; at index 0 (step 1) the variance is
+    0 and the mean x_0.
     """
     x_t, x_0 = jnp.asarray(x_t), jnp.asarray(x_0)
     if x_t.ndim != 2 or x_0.shape != x_t.shape:
@@ -148,11 +156,13 @@ def ddpm_posterior(
 def exact_eps(
     schedule: DDPMSchedule, mixture: data.GaussianMixture
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """eps_fn(x, i): the optimal noise prediction E[eps | y_t = x] at integer steps i (n,).
+    """eps_fn(x, i): the optimal noise prediction E[eps | x_i = x] at 0-based indices i (n,).
 
-    With y_t = sqrt(abar) y_0 + sqrt(1 - abar) eps (eq. ``ddpm-marginal``),
-    E[eps | y_t] = -sqrt(1 - abar) grad log q_t(y_t), the score of the mixture noised with
-    scale sqrt(abar_i) and std sqrt(1 - abar_i) (notebooks/data.md, eq. ``data-noised``).
+    With x_i = sqrt(abar_i) x_0 + sqrt(1 - abar_i) eps (eq. ``ddpm-marginal``),
+    E[eps | x_i] = -sqrt(1 - abar_i) grad log q_i(x_i), with q_i the mixture noised with
+    scale sqrt(abar_i) and std sqrt(1 - abar_i) (notebooks/data.md, eq. ``data-noised``;
+    notebooks/ddpm.md, eq. ``ddpm-dsm``). It minimises L_simple; it is not the oracle noise
+    of any one sample.
     """
 
     def eps_fn(x: jax.Array, i: jax.Array) -> jax.Array:
@@ -179,7 +189,7 @@ def ncsn_from_ve(sde: VESDE, num_levels: int) -> NCSNSchedule:
     """L = ``num_levels`` geometric levels from sde.sigma_max down to sde.sigma_min.
 
     sigma_i = sigma(t_i) at t_i = T (L - i)/(L - 1), i = 1..L: the VE SDE's sigma(t) read
-    backwards (notebooks/ncsn.md, eq. ``ncsn-sigmas``). Stepping y_i = y_{i-1} +
+    backwards (notebooks/ncsn.md, eq. ``ncsn-sigmas``). Stepping x_i = x_{i-1} +
     sqrt(sigma_{i-1}^2 - sigma_i^2) z from the small levels up reproduces the VE marginals
     exactly.
     """

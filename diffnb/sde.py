@@ -2,19 +2,21 @@
 
 Each process has an affine drift, so its transition kernel is Gaussian and known in closed form,
 
-    q_0t(x_t | x_0) = N(x_t; m(t) x_0, s(t)^2 I),
+    q(x_t | x_0) = N(x_t; m_t x_0, sigma_t^2 I),
 
-which is what denoising score matching needs. With B(t) = int_0^t beta(u) du:
+which is what denoising score matching needs (notation of the book's intro: m_t the mean
+coefficient, sigma_t the kernel's standard deviation). With B(t) = int_0^t beta(u) du:
 
 - VE (notebooks/sde.md, eq. ``sde-ve``): f = 0, g = sigma(t) sqrt(2 ln(sigma_max/sigma_min) / T),
-  sigma(t) = sigma_min (sigma_max/sigma_min)^(t/T); m = 1, s = sigma(t).
-- VP (eq. ``sde-vp``): f = -beta(t) x / 2, g = sqrt(beta(t)); m = e^{-B/2}, s^2 = 1 - e^{-B}.
+  sigma(t) = sigma_min (sigma_max/sigma_min)^(t/T); m_t = 1, sigma_t = sigma(t).
+- VP (eq. ``sde-vp``): f = -beta(t) x / 2, g = sqrt(beta(t)); m_t = e^{-B/2},
+  sigma_t^2 = 1 - e^{-B}.
 - sub-VP (eq. ``sde-subvp``): f = -beta(t) x / 2, g = sqrt(beta(t) (1 - e^{-2B}));
-  m = e^{-B/2}, s = 1 - e^{-B} (the std, not the variance).
+  m_t = e^{-B/2}, sigma_t = 1 - e^{-B} (the std, not the variance).
 
 From any score function s(x, t) ~ grad log q_t(x) the module builds the reverse-time SDE
-dx = [f - g^2 s] dt + g dw_bar with dt < 0 (eq. ``sde-reverse``) and the
-probability-flow ODE dx/dt = f - g^2 s / 2 (eq. ``sde-pf-ode``).
+dx = [f - g^2 s] dt + g dW_bar with dt < 0 (eq. ``sde-reverse``) and the
+probability-flow ODE dx/dt = f_tilde = f - g^2 s / 2 (eq. ``sde-pf-ode``).
 
 Conventions: points x are (n, d); times t are (n,) (a scalar is broadcast to every point).
 The classes are frozen dataclasses, hence hashable and usable as static arguments of ``jit``.
@@ -98,7 +100,7 @@ class SDE(abc.ABC):
 
     @abc.abstractmethod
     def marginal(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(m(t), s(t)), each (n,), with q_0t(x_t | x_0) = N(m(t) x_0, s(t)^2 I)."""
+        """(m_t, sigma_t), each (n,), with q(x_t | x_0) = N(m_t x_0, sigma_t^2 I)."""
 
     @abc.abstractmethod
     def prior_sample(self, key: jax.Array, n: int, dim: int) -> jax.Array:
@@ -112,7 +114,9 @@ class SDE(abc.ABC):
         """One forward step from t to t + dt (dt > 0, scalar or (n,)): x_{t+dt} = x + F + G z.
 
         Returns (F (n, d), G (n,)). The default is Euler–Maruyama, F = f(x, t) dt and
-        G = g(t) sqrt(dt); VE and VP override it with their exact NCSN and DDPM steps.
+        G = g(t) sqrt(dt). VE overrides it with NCSN's step and VP with a DDPM step whose
+        beta_i telescopes; both carry the marginal at t exactly to the one at t + dt
+        (notebooks/sde.md, section "DDPM and NCSN as discretisations").
         """
         x = _check_points(x)
         t, dt = _per_point(t, x), _per_point(dt, x)
@@ -123,10 +127,10 @@ class SDE(abc.ABC):
         return ReverseSDE(self, score_fn)
 
     def probability_flow(self, score_fn: ScoreFn) -> Callable[[jax.Array, jax.Array], jax.Array]:
-        """The probability-flow vector field v(x, t) = f(x, t) - g(t)^2 s(x, t) / 2.
+        """The probability-flow vector field f_tilde(x, t) = f(x, t) - g(t)^2 s(x, t) / 2.
 
-        Integrating dx/dt = v from T down to 0 moves p_T to p_0 along the same marginals as
-        the SDE (notebooks/sde.md, eq. ``sde-pf-ode``). Returns v: (n, d), (n,) ->
+        Integrating dx/dt = f_tilde from T down to 0 moves p_T to p_0 along the same marginals
+        as the SDE (notebooks/sde.md, eq. ``sde-pf-ode``). Returns f_tilde: (n, d), (n,) ->
         (n, d), pure and jit-compatible when ``score_fn`` is.
         """
 
@@ -141,12 +145,12 @@ class SDE(abc.ABC):
 
 @dataclasses.dataclass(frozen=True)
 class ReverseSDE:
-    """dx = [f(x, t) - g(t)^2 s(x, t)] dt + g(t) dw_bar, run with dt < 0 from T to 0.
+    """dx = [f(x, t) - g(t)^2 s(x, t)] dt + g(t) dW_bar, run with dt < 0 from T to 0.
 
     Only g is shared with the forward SDE; the drift changes (notebooks/sde.md,
     eq. ``sde-reverse``). ``drift`` and ``diffusion`` are the coefficients in this
-    convention, so an Euler–Maruyama step of size h > 0 from t to t - h is
-    x - drift(x, t) h + diffusion(t) sqrt(h) z.
+    convention, so an Euler–Maruyama step of size dt > 0 from t to t - dt is
+    x - drift(x, t) dt + diffusion(t) sqrt(dt) z.
     """
 
     forward: SDE
@@ -171,8 +175,11 @@ class ReverseSDE:
         """One reverse-diffusion step from t down to t - dt (dt > 0): x_{t-dt} = x + F + G z.
 
         With the forward step (F_f, G) = forward.discretize(x, t - dt, dt) that leads into t,
-        F = -F_f + G^2 s(x, t): the reverse-diffusion predictor of score_sde, which for VP is
-        DDPM's ancestral step and for VE is NCSN's.
+        F = -F_f + G^2 s(x, t): the reverse-diffusion predictor of score_sde. For VP, with
+        beta_i = G^2, the mean is (2 - sqrt(1 - beta_i)) x + beta_i s, while DDPM's ancestral
+        step has (x + beta_i s) / sqrt(1 - beta_i): they agree to first order in beta_i only.
+        Their x coefficients differ by about beta_i^2 / 4, 4.4e-3 at the first of 150 steps
+        (notebooks/sde.md, section "Training and sampling", where this is asserted).
         """
         x = _check_points(x)
         t, dt = _per_point(t, x), _per_point(dt, x)
@@ -188,7 +195,7 @@ class VESDE(SDE):
     (notebooks/sde.md, eq. ``sde-ve``; the limit of NCSN's levels, notebooks/ncsn.md,
     eq. ``ncsn-sigmas``).
 
-    Marginal: as in score_sde, m(t) = 1 and s(t) = sigma(t), not sqrt(sigma(t)^2 -
+    Marginal: as in score_sde, m_t = 1 and sigma_t = sigma(t), not sqrt(sigma(t)^2 -
     sigma_min^2). The process is read as starting from the data already blurred by
     N(0, sigma_min^2 I) at t = 0; the SDE then adds variance sigma(t)^2 - sigma_min^2, which
     is exactly what ``discretize`` does. With sigma_min = 0.01 against the nine Gaussians'
@@ -283,7 +290,7 @@ class _LinearBeta(SDE):
 class VPSDE(_LinearBeta):
     """Variance preserving: dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw.
 
-    m(t) = e^{-B(t)/2}, s(t)^2 = 1 - e^{-B(t)}; the continuous limit of DDPM
+    m_t = e^{-B(t)/2}, sigma_t^2 = 1 - e^{-B(t)}; the continuous limit of DDPM
     (notebooks/sde.md, eq. ``sde-vp``; notebooks/ddpm.md, eq. ``ddpm-marginal``). Prior N(0, I).
     """
 
@@ -298,7 +305,8 @@ class VPSDE(_LinearBeta):
         """DDPM's step from t to t + dt: x_{t+dt} = sqrt(1 - b) x + sqrt(b) z.
 
         Here 1 - b = e^{-(B(t+dt) - B(t))}, so the step carries the VP marginal at t exactly to
-        the one at t + dt; to first order b = beta(t) dt, Ho et al.'s rule. Returns
+        the one at t + dt; Ho et al.'s rule b = beta(t) dt agrees with it to first order only
+        (its abar is off by 8.1e-4 at N = 1000, notebooks/sde.md). Returns
         F = (sqrt(1 - b) - 1) x and G = sqrt(b).
         """
         x = _check_points(x)
@@ -312,7 +320,7 @@ class VPSDE(_LinearBeta):
 class SubVPSDE(_LinearBeta):
     """Sub-VP: dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - e^{-2 B(t)})) dw.
 
-    m(t) = e^{-B(t)/2} and std s(t) = 1 - e^{-B(t)}, whose variance is below VP's
+    m_t = e^{-B(t)/2} and std sigma_t = 1 - e^{-B(t)}, whose variance is below VP's
     at every t (notebooks/sde.md, eq. ``sde-subvp``). Prior N(0, I).
     """
 
@@ -327,9 +335,9 @@ class SubVPSDE(_LinearBeta):
 def exact_score(sde: SDE, mixture: data.GaussianMixture) -> ScoreFn:
     """score_fn(x, t) = grad_x log q_t(x) for data ~ ``mixture`` pushed through ``sde``.
 
-    q_t is the mixture noised as m(t) x_0 + s(t) z (notebooks/data.md, eq. ``data-noised``),
-    with (m, s) = sde.marginal(t) per point. At t = 0 a VP or sub-VP has s = 0 and this is the
-    data's own score. Jit-compatible.
+    q_t is the mixture noised as m_t x_0 + sigma_t eps (notebooks/data.md, eq. ``data-noised``),
+    with (m_t, sigma_t) = sde.marginal(t) per point. At t = 0 a VP or sub-VP has sigma_t = 0 and
+    this is the data's own score. Jit-compatible.
     """
 
     def score_fn(x: jax.Array, t: jax.Array) -> jax.Array:

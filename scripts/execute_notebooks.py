@@ -10,7 +10,9 @@ For every ``notebooks/<name>.md`` given:
    pytest-xdist (``--pin`` pins each worker and its kernel to one core, see
    ``scripts/pin_cpu.py``); the executed outputs are written into the .ipynb, which the book
    then renders with execution off;
-4. each notebook that passed gets a stamp.
+4. each notebook that passed gets a stamp, and its wall time under nbmake (from pytest's
+   JUnit report) is recorded in ``_build/.executed/times.json``, which the intro's table of
+   chapters reads (``scripts/chapter_table.py``).
 
 A failing cell makes this script exit non-zero, so ``make book`` and ``make test`` stop.
 The failing .ipynb keeps its outputs and traceback for inspection.
@@ -21,6 +23,7 @@ Usage: python scripts/execute_notebooks.py [--jobs N] [--pin] [--force] notebook
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -31,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAMPS = ROOT / "_build" / ".executed"
+TIMES = STAMPS / "times.json"
 CELL_TIMEOUT_S = 1800
 
 
@@ -58,16 +62,26 @@ def jupytext_sync(markdown: list[Path]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def passed_notebooks(junit: Path) -> set[str]:
-    """Names of the notebooks that passed, read from pytest's JUnit report."""
+def passed_notebooks(junit: Path) -> dict[str, float]:
+    """The notebooks that passed and their wall times (s), read from pytest's JUnit report."""
     if not junit.exists():
-        return set()
-    passed = set()
+        return {}
+    passed = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         if any(child.tag in ("failure", "error", "skipped") for child in case):
             continue
-        passed.add(Path(case.get("name", "").split("::")[0]).stem)
+        passed[Path(case.get("name", "").split("::")[0]).stem] = float(case.get("time", "nan"))
     return passed
+
+
+def record_times(times: dict[str, float], jobs: int) -> None:
+    """Add each passing notebook's wall time to the execution record."""
+    record = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    for name, seconds in times.items():
+        record[name] = {"seconds": round(seconds, 1), "jobs": jobs, "cpus": os.cpu_count(),
+                        "finished": when}  # fmt: skip
+    TIMES.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def main() -> int:
@@ -119,10 +133,12 @@ def main() -> int:
 
     # nbmake changed only the outputs, so the pair still matches and jupytext's contents
     # manager opens it in JupyterLab even though the .ipynb is now the newer file.
-    passed = [path for path in stale if path.stem in passed_notebooks(junit)]
+    times = passed_notebooks(junit)
+    passed = [path for path in stale if path.stem in times]
     for ipynb in passed:
         stamp = STAMPS / f"{ipynb.stem}.json"
         stamp.write_text(json.dumps(stamp_for(ipynb, shared)))
+    record_times({path.stem: times[path.stem] for path in passed}, jobs)
     failed = sorted(path.name for path in stale if path not in passed)
     if returncode != 0 or failed:
         print(f"execute_notebooks: FAILED {', '.join(failed) or '(pytest error)'}")
