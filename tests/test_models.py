@@ -292,6 +292,8 @@ def test_fit_options_learning_rates_networks_and_resuming(vp, points):
         _fit("vp", points, network="mlp")
     with pytest.raises(ValueError, match="^time_scale must be left out"):
         _fit("vp", points, resume=vp, network=None, time_scale=3.0)
+    with pytest.raises(ValueError, match="^sigma_max must be left out"):
+        _fit("vp", points, resume=vp, network=None, sigma_max=3.0)
     # Resuming continues from the parameters; a tiny final rate is allowed.
     more = models.fit(
         jax.random.key(5), points, resume=vp, num_steps=100, batch_size=32,
