@@ -369,7 +369,8 @@ def test_anisotropic_moons_reach_the_floor():
 @pytest.mark.slow
 def test_the_ema_warm_up_makes_short_runs_fair(nine):
     # At 1,000 steps the EMA without warm-up still holds a third (0.999^1000 = 0.37) of the
-    # early iterates; with the warm-up it is as good as the last iterate.
+    # early iterates; with the warm-up it is as good as the last iterate. Measured: MMD^2
+    # 9.8e-3 (warm-up), 3.9e-2 (none), 9.9e-3 (last iterate); the floor's 95% point is 2.6e-4.
     x = data.sample(jax.random.key(12345), nine, 10_000)
 
     def mmd(**kwargs):
