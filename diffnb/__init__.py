@@ -6,10 +6,12 @@ classifier, Frechet distance and memorisation check), ``conditional``
 (labels, exact classifiers and conditional scores, guided scores), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
 ``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``,
-``models`` (the one-call path) and ``plotting``.
+``models`` (the one-call path), ``checkpoint`` (saving and loading its models) and
+``plotting``.
 """
 
 from diffnb import (
+    checkpoint,
     conditional,
     data,
     denoisers,
@@ -29,6 +31,7 @@ from diffnb import (
 )
 
 __all__ = [
+    "checkpoint",
     "conditional",
     "data",
     "denoisers",
