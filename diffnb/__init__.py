@@ -3,7 +3,8 @@
 Modules, one job each: ``data`` (mixtures and their exact noised score), ``conditional``
 (labels, exact classifiers and conditional scores, guided scores), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
-``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``,
+``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``preconditioning`` (EDM's
+denoiser, noise levels and loss weight), ``likelihood``,
 ``models`` (the one-call path) and ``plotting``.
 """
 
@@ -17,6 +18,7 @@ from diffnb import (
     models,
     networks,
     plotting,
+    preconditioning,
     samplers,
     schedules,
     sde,
@@ -34,6 +36,7 @@ __all__ = [
     "models",
     "networks",
     "plotting",
+    "preconditioning",
     "samplers",
     "schedules",
     "sde",
