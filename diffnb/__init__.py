@@ -4,11 +4,12 @@ Modules, one job each: ``data`` (mixtures and their exact noised score), ``condi
 (labels, exact classifiers and conditional scores, guided scores), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
 ``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``preconditioning`` (EDM's
-denoiser, noise levels and loss weight), ``likelihood``,
-``models`` (the one-call path) and ``plotting``.
+denoiser, noise levels and loss weight), ``likelihood``, ``models`` (the one-call path),
+``checkpoint`` (saving and loading its models) and ``plotting``.
 """
 
 from diffnb import (
+    checkpoint,
     conditional,
     data,
     denoisers,
@@ -27,6 +28,7 @@ from diffnb import (
 )
 
 __all__ = [
+    "checkpoint",
     "conditional",
     "data",
     "denoisers",

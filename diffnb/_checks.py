@@ -12,6 +12,11 @@ def check_samples(x, name: str, dim: int | None = None) -> jax.Array:
 
     Inside ``jit`` only the shape can be checked; outside it NaN and inf are rejected too.
     """
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating) or jnp.issubdtype(dtype, jnp.bool_):
+        raise ValueError(f"{name} must be real numbers, got dtype {dtype}")
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name} must have shape (n, d) with n >= 1, got {x.shape}")
@@ -38,3 +43,31 @@ def check_positive_int(value, name: str) -> int:
     if int(value) != value or int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return int(value)
+
+
+def check_data_matrix(x, name: str) -> jax.Array:
+    """``check_samples`` for training data, which must also have more rows than columns.
+
+    An (n, d) array with n <= d is almost always a transposed (d, n) one: the error says so.
+    """
+    x = check_samples(x, name)
+    n, d = x.shape
+    if n <= d:
+        raise ValueError(
+            f"{name} has shape {x.shape}: {n} points in {d} dimensions; rows are points, so "
+            f"with fewer rows than columns it is probably transposed (pass {name}.T)"
+        )
+    return x
+
+
+def check_key(key, name: str = "key") -> jax.Array:
+    """Return ``key`` if it is a JAX PRNG key (typed or a raw uint32 (2,)), else ValueError."""
+    if isinstance(key, jax.Array):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0:
+            return key
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return key
+    raise ValueError(
+        f"{name} must be a PRNG key such as jax.random.key(0), got {type(key).__name__}"
+        + (f" of dtype {key.dtype} and shape {key.shape}" if hasattr(key, "dtype") else "")
+    )

@@ -18,71 +18,150 @@ discretises (``FittedModel.sde``: VE for NCSN, VP for DDPM).
 PC is the predictor-corrector sampler (reverse-diffusion predictor, Langevin corrector) and
 ALD annealed Langevin dynamics.
 
-Coordinates. By default the data are standardised, u = (x - shift) / scale with the data
-mean and one scale for all axes (the root mean per-axis variance), so that the processes'
-fixed constants (the N(0, I) prior, sigma_min = 0.01) suit data of any size. The model,
-``FittedModel.score_fn`` and ``eps_fn`` live in u; ``sample`` and ``log_likelihood`` work
-in the data's own coordinates (x = shift + scale u, and log p_x = log p_u - d log scale).
-For VE and NCSN, sigma_max is the largest distance between two (standardised) data points,
-Song & Ermon's (2020) first rule.
+Coordinates. By default the data are standardised axis by axis, u_j = (x_j - shift_j) /
+scale_j with the data mean and each axis's standard deviation, so that the processes' fixed
+constants (the N(0, I) prior, sigma_min = 0.01) suit data of any size and shape: with one
+scale for all axes a narrow axis can fall below sigma_min (two moons stretched by [1, 1000]
+then come out 2.2 times too wide along the narrow axis). ``standardize="single"`` keeps one
+scale, the root mean per-axis variance, and warns when the axes' standard deviations differ
+by a factor of 100 or more; False keeps x. The model, ``FittedModel.score_fn`` and
+``eps_fn`` live in u = ``to_model(fitted, x)``; ``sample`` and ``log_likelihood`` work in the
+data's own coordinates (x = ``to_data(fitted, u)`` = shift + scale u, and log p_x = log p_u -
+sum_j log scale_j). For VE and NCSN, sigma_max is the largest distance between two
+(standardised) data points, Song & Ermon's (2020) first rule, unless ``fit(sigma_max=...)``
+sets it.
+
+Saving: ``fitted.save(path)`` writes one ``.npz`` file (a JSON header with the
+configuration, and the arrays: parameters, standardisation, process, losses) and
+``load(path)`` reads it back; the loaded model draws bit-identical samples. A ``FittedModel``
+also pickles at any time (its compiled closures are rebuilt on first use).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from diffnb import likelihood, losses, networks, samplers, schedules, training
-from diffnb._checks import check_positive_int, check_samples
+from diffnb._checks import (
+    check_data_matrix,
+    check_key,
+    check_positive,
+    check_positive_int,
+    check_samples,
+)
 from diffnb.sde import SDE, VESDE, VPSDE, SubVPSDE
 
-__all__ = ["MODELS", "FittedModel", "fit", "sample", "log_likelihood", "eps_fn_on"]
+__all__ = [
+    "MODELS",
+    "SAMPLERS",
+    "DEFAULT_SAMPLERS",
+    "FittedModel",
+    "Sampler",
+    "fit",
+    "sample",
+    "samplers_for",
+    "log_likelihood",
+    "eps_fn_on",
+    "to_data",
+    "to_model",
+    "load",
+]
 
 MODELS = ("vp", "subvp", "ve", "ncsn", "ddpm")
 
 # Defaults of the processes and samplers (see the table above).
 NCSN_LEVELS = 20
 DDPM_STEPS = 1000
+# standardize="single" (or False) warns when the axes' standard deviations differ this much.
+ANISOTROPY_WARNING = 100.0
+
+_CACHED = ("_apply", "score_fn", "sde_score_fn", "eps_fn")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class FittedModel:
     """A trained model: what ``fit`` returns and ``sample`` / ``log_likelihood`` take.
 
     Attributes:
       model: one of ``MODELS``.
       params: the trained network parameters (the EMA when ``fit`` kept one).
-      network: the network's ``NetworkConfig``.
+      network: the network's ``NetworkConfig``, or the user's own ``hk.Transformed``.
       process: an ``SDE`` (vp, subvp, ve), ``NCSNSchedule`` (ncsn) or ``DDPMSchedule`` (ddpm).
-      shift: (d,) and scale: float, the standardisation u = (x - shift) / scale.
-      losses: (num_steps,) the training loss of each step.
+      shift: (d,) and scale: a float or (d,), the standardisation u = (x - shift) / scale.
+      losses: (num_steps,) the training loss of each step (of all runs, when resumed).
       time_scale: the SDE score network's time scale (vp, subvp, ve; see
         ``networks.sde_score_model``).
+      num_points: the number of training points.
+
+    ``save(path)`` writes it to one file, ``load(path)`` reads it back. The compiled
+    functions (``score_fn`` and the others) are built on first use and dropped by pickling.
     """
 
     model: str
     params: Any
-    network: networks.NetworkConfig
+    network: Any
     process: Any
     shift: jax.Array
-    scale: float
+    scale: Any
     losses: jax.Array
     time_scale: float = networks.TIME_SCALE
+    num_points: int = 0
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in _CACHED}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        steps = int(self.losses.shape[0])
+        tail = self.losses[-max(1, steps // 100) :] if steps else None
+        loss = "n/a" if tail is None else f"{float(jnp.mean(tail)):.4g}"
+        net = "NetworkConfig" if isinstance(self.network, networks.NetworkConfig) else "custom"
+        return (
+            f"FittedModel(model={self.model!r}, process={type(self.process).__name__}, "
+            f"data=({self.num_points}, {self.dim}), network={net} with "
+            f"{networks.num_params(self.params):,} parameters, steps={steps:,}, "
+            f"final loss={loss})"
+        )
+
+    @property
+    def dim(self) -> int:
+        """The data's dimension d."""
+        return int(self.shift.shape[0])
+
+    @property
+    def scales(self) -> jax.Array:
+        """(d,) the per-axis scale of u = (x - shift) / scale."""
+        return jnp.broadcast_to(jnp.asarray(self.scale, jnp.float32), (self.dim,))
+
+    @property
+    def net(self) -> hk.Transformed:
+        """The network as a transformed pair ``init(key, u, c)``, ``apply(params, rng, u, c)``."""
+        if isinstance(self.network, networks.NetworkConfig):
+            return networks.score_network(self.network)
+        return self.network
+
+    def save(self, path) -> str:
+        """Write this model to ``path`` (``.npz`` appended if missing); see ``load``."""
+        from diffnb import checkpoint
+
+        return checkpoint.save(path, self)
 
     @functools.cached_property
     def _apply(self):
         """The model function apply(params, rng, u, cond) of the losses."""
-        net = networks.score_network(self.network)
-        if self.model == "ncsn":
-            return networks.ncsn_score_model(net.apply)
-        if self.model == "ddpm":
-            return networks.ddpm_eps_model(net.apply, self.process.num_steps)
-        return networks.sde_score_model(net.apply, self.process, self.time_scale)
+        return _model_fn(self.model, self.network, self.process, self.time_scale)
 
     @functools.cached_property
     def score_fn(self):
@@ -128,8 +207,7 @@ class FittedModel:
             score = self.score_fn
             return lambda u, t: score(u, sde.sigma(t))
         if self.model == "ddpm":
-            net = networks.score_network(self.network)
-            apply = networks.sde_score_model(net.apply, sde)
+            apply = networks.sde_score_model(self.net.apply, sde)
             return lambda u, t: -apply(params, None, u, t)
         return self.score_fn
 
@@ -142,6 +220,28 @@ class FittedModel:
         return lambda u, i: apply(params, None, u, i)
 
 
+def _model_fn(model: str, network, process, time_scale: float):
+    """The model function of ``FittedModel._apply``, one object per configuration.
+
+    Shared by models of the same configuration (and so is the loss of an SDE model), so that
+    a second ``fit`` of the same kind reuses the compiled training steps.
+    """
+    key = {"ncsn": None, "ddpm": getattr(process, "num_steps", None)}.get(model, process)
+    return _model_fn_cached(model, network, key, float(time_scale))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_fn_cached(model: str, network, process, time_scale: float):
+    net = (
+        networks.score_network(network) if isinstance(network, networks.NetworkConfig) else network
+    )
+    if model == "ncsn":
+        return networks.ncsn_score_model(net.apply)
+    if model == "ddpm":
+        return networks.ddpm_eps_model(net.apply, process)
+    return networks.sde_score_model(net.apply, process, time_scale)
+
+
 def eps_fn_on(fitted: FittedModel, schedule: schedules.DDPMSchedule):
     """A DDPM model's eps_fn(u, i) on another schedule of N' steps: the network at 999 (i+1)/N'.
 
@@ -152,19 +252,68 @@ def eps_fn_on(fitted: FittedModel, schedule: schedules.DDPMSchedule):
         raise ValueError("fitted must be a FittedModel with model='ddpm'")
     if not isinstance(schedule, schedules.DDPMSchedule):
         raise ValueError(f"schedule must be a DDPMSchedule, got {type(schedule).__name__}")
-    net = networks.score_network(fitted.network)
-    apply, params = networks.ddpm_eps_model(net.apply, schedule.num_steps), fitted.params
+    apply = networks.ddpm_eps_model(fitted.net.apply, schedule.num_steps)
+    params = fitted.params
     return lambda u, i: apply(params, None, u, i)
 
 
-def _standardisation(x: jax.Array, standardize: bool) -> tuple[jax.Array, float]:
-    if not standardize:
+def _check_fitted(fitted) -> FittedModel:
+    if not isinstance(fitted, FittedModel):
+        raise ValueError(f"fitted must be a FittedModel, got {type(fitted).__name__}")
+    return fitted
+
+
+def _lead(fitted: FittedModel, a: jax.Array) -> jax.Array:
+    """(scale, shift), each (d,) shaped to broadcast against a (..., n, d) array a."""
+    return fitted.scales.reshape((1,) * (a.ndim - 1) + (-1,)), fitted.shift.reshape(
+        (1,) * (a.ndim - 1) + (-1,)
+    )
+
+
+def to_data(fitted: FittedModel, u) -> jax.Array:
+    """x = shift + scale u: model coordinates to the data's, for (n, d) or (steps, n, d)."""
+    u = jnp.asarray(u)
+    scale, shift = _lead(_check_fitted(fitted), u)
+    if isinstance(fitted.scale, float):  # one scale: the same arithmetic as a float
+        return fitted.scale * u + shift
+    return scale * u + shift
+
+
+def to_model(fitted: FittedModel, x) -> jax.Array:
+    """u = (x - shift) / scale: the data's coordinates to the model's, for (n, d) points."""
+    x = check_samples(x, "x", dim=_check_fitted(fitted).dim)
+    scale, shift = _lead(fitted, x)
+    if isinstance(fitted.scale, float):
+        return (x - shift) / fitted.scale
+    return (x - shift) / scale
+
+
+def _standardisation(x: jax.Array, standardize) -> tuple[jax.Array, Any]:
+    """(shift, scale) of the mode ``standardize``: True / "per_axis", "single" or False."""
+    if standardize is True:
+        standardize = "per_axis"
+    if standardize not in (False, "per_axis", "single"):
+        raise ValueError(
+            f"standardize must be True, 'per_axis', 'single' or False, got {standardize!r}"
+        )
+    std = np.asarray(jnp.std(x, axis=0), np.float64)
+    if np.any(std == 0):
+        raise ValueError(f"data must not be constant: columns {np.flatnonzero(std == 0)} are")
+    if standardize != "per_axis" and std.max() >= ANISOTROPY_WARNING * std.min():
+        warnings.warn(
+            f"the data's axes have standard deviations from {std.min():.3g} to {std.max():.3g}"
+            f" (ratio {std.max() / std.min():.3g}); with standardize={standardize!r} the "
+            "narrow axes may fall below the process's smallest noise level; "
+            "standardize='per_axis' (the default) scales each axis by its own",
+            UserWarning,
+            stacklevel=3,
+        )
+    if standardize is False:
         return jnp.zeros(x.shape[1], x.dtype), 1.0
     shift = jnp.mean(x, axis=0)
-    scale = float(jnp.sqrt(jnp.mean(jnp.var(x, axis=0))))
-    if not scale > 0:
-        raise ValueError("data must not be constant: its variance is 0")
-    return shift, scale
+    if standardize == "single":
+        return shift, float(jnp.sqrt(jnp.mean(jnp.var(x, axis=0))))
+    return shift, jnp.std(x, axis=0)
 
 
 def _sigma_max(key: jax.Array, u: jax.Array, max_points: int = 2000) -> float:
@@ -189,148 +338,381 @@ def _process(key, model: str, u: jax.Array, sigma_max: float | None = None):
 
 
 def _loss(model: str, apply, process):
+    if model in ("vp", "subvp", "ve"):
+        return _sde_loss(apply, process)
     if model == "ncsn":
         return losses.ncsn_loss(apply, process)
     if model == "ddpm":
         return losses.ddpm_loss(apply, process, "simple")
+
+
+@functools.lru_cache(maxsize=64)
+def _sde_loss(apply, process):
     return losses.dsm_loss(apply, process, "sigma2")
+
+
+def _check_network(network, model: str, dim: int):
+    if network is None:
+        return networks.NetworkConfig(output_dim=dim, linear_skip=model in ("vp", "subvp"))
+    if isinstance(network, networks.NetworkConfig):
+        if network.output_dim != dim:
+            raise ValueError(f"network.output_dim must be {dim}, got {network.output_dim}")
+        return network
+    if not (callable(getattr(network, "init", None)) and callable(getattr(network, "apply", None))):
+        raise ValueError(
+            "network must be a NetworkConfig or a Haiku transformed pair (init, apply) such as "
+            f"hk.transform(lambda u, c: ...), got {type(network).__name__}"
+        )
+    return network
 
 
 def fit(
     key: jax.Array,
     data,
-    model: str = "vp",
+    model: str | None = None,
     *,
     num_steps: int = 20_000,
     batch_size: int = 256,
     learning_rate: float = 2e-3,
+    final_learning_rate: float | None = None,
+    optimizer: optax.GradientTransformation | None = None,
     ema_decay: float | None = 0.999,
-    network: networks.NetworkConfig | None = None,
+    ema_warmup: bool = True,
+    network: networks.NetworkConfig | hk.Transformed | None = None,
+    init_params: Any = None,
+    resume: FittedModel | None = None,
     time_scale: float | None = None,
     sigma_max: float | None = None,
-    standardize: bool = True,
+    standardize: bool | str = True,
     progress: bool | None = None,
 ) -> FittedModel:
     """Train a diffusion model of kind ``model`` on the points ``data`` (n, d).
 
     Args:
       key: PRNG key (initialisation, sigma_max's subsample, training).
-      data: (n, d) finite points.
-      model: ``"vp"``, ``"subvp"``, ``"ve"``, ``"ncsn"`` or ``"ddpm"``.
+      data: (n, d) finite real points, n > d (rows are points).
+      model: ``"vp"`` (the default), ``"subvp"``, ``"ve"``, ``"ncsn"`` or ``"ddpm"``.
       num_steps, batch_size: optimiser steps and mini-batch size (capped at n).
       learning_rate: peak rate of ``training.default_optimizer`` (AdamW, warm-up, cosine).
+      final_learning_rate: the rate the cosine ends at, in (0, learning_rate]; default
+        learning_rate / 100 (2e-5 at the default rate).
+      optimizer: any optax transformation (e.g. with a schedule of your own); it replaces
+        the default one, and learning_rate and final_learning_rate must then be left alone.
       ema_decay: EMA of the parameters (returned as ``params``), or None for the last iterate.
-      network: the network's sizes; default ``NetworkConfig(output_dim=d)``, with
-        ``linear_skip=True`` for vp and subvp (see below).
+      ema_warmup: the EMA's decay at step k is min(ema_decay, (1 + k) / (10 + k)), so that
+        a short run's EMA does not keep the weight of its first, untrained iterates
+        (``training.train``); False keeps ema_decay from the first step.
+      network: the network's sizes, a ``NetworkConfig``; default ``NetworkConfig(output_dim=d)``
+        with ``linear_skip=True`` for vp and subvp (see below). Or a network of your own: a
+        Haiku transformed pair with ``init(key, u, c)`` and ``apply(params, rng, u, c) -> (n,
+        d)``, c (n,) the conditioning of ``networks.score_network``; such a model is saved
+        without its code, so ``load`` then needs the same ``network``.
+      init_params: parameters to start from instead of a fresh initialisation.
+      resume: a ``FittedModel`` to train further, on the same process, network, coordinates
+        and time scale, from its parameters; the optimiser starts afresh (warm-up and cosine
+        over the new ``num_steps``) and the losses are appended. ``model`` may be omitted.
       time_scale: vp, subvp and ve only: radians the time embedding's fastest sinusoid
         turns over [0, T] (``networks.sde_score_model``); default ``networks.TIME_SCALE``.
       sigma_max: ve and ncsn only: the largest noise level (in standardised units), > 0.01;
         default the largest distance between two data points (the module docstring).
-      standardize: train on (x - mean) / scale (see the module docstring); False keeps x.
+      standardize: ``True`` or ``"per_axis"`` (the default: each axis by its own standard
+        deviation), ``"single"`` (one scale for all axes) or False (train on x itself); see
+        the module docstring.
       progress: progress bar, as in ``training.train``.
 
     Returns:
       a ``FittedModel``.
 
     The defaults were checked on 10,000 points of ``data.nine_gaussians()`` (one seed, samples
-    of n = 5000 from ``sample``): mode TV / MMD^2 / variance ratio were vp 0.027 / -2e-5 / 1.070,
-    subvp 0.027 / 4e-4 / 1.089, ve 0.017 / 5e-5 / 1.085, ncsn 0.033 / 5e-4 / 1.054, ddpm
-    0.016 / 3e-4 / 1.047. The linear skip of the vp and subvp networks lets the output grow
+    of n = 5000 from ``sample``, one scale for all axes and no EMA warm-up): mode TV / MMD^2 /
+    variance ratio were vp 0.027 / -2e-5 / 1.070, subvp 0.027 / 4e-4 / 1.089, ve 0.017 / 5e-5 /
+    1.085, ncsn 0.033 / 5e-4 / 1.054, ddpm 0.016 / 3e-4 / 1.047
+    (tests/test_models.py::test_defaults_reach_the_noise_floor_on_the_nine_gaussians checks
+    the current defaults). The linear skip of the vp and subvp networks lets the output grow
     with x, as the score of their N(0, I) prior does (notebooks/sde.md); without it subvp's
     modes came out 37% too wide (vp 9.5%), while ve with it gave 1.102. At 5,000 steps the
     modes stay 13-19% too wide (vp, measured without the skip): the score is then still off by
     about 10% near t ~ 0.05-0.1, where the modes' width is decided.
     """
+    key = check_key(key)
+    if resume is not None:
+        _check_fitted(resume)
+        if model not in (None, resume.model):
+            raise ValueError(f"model must be {resume.model!r} (resume's) or None, got {model!r}")
+        clash = {
+            "network": network,
+            "init_params": init_params,
+            "time_scale": time_scale,
+            "sigma_max": sigma_max,
+        }
+        for name, value in clash.items():
+            if value is not None:
+                raise ValueError(f"{name} must be left out when resuming: it is resume's")
+        model = resume.model
+    model = "vp" if model is None else model
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    x = check_samples(data, "data")
+    x = check_data_matrix(data, "data")
     batch_size = min(check_positive_int(batch_size, "batch_size"), x.shape[0])
-    if network is None:
-        network = networks.NetworkConfig(
-            output_dim=x.shape[1], linear_skip=model in ("vp", "subvp")
+    num_steps = check_positive_int(num_steps, "num_steps")
+    if optimizer is None:
+        learning_rate = check_positive(learning_rate, "learning_rate")
+        if final_learning_rate is None:
+            final_learning_rate = learning_rate / 100
+        final_learning_rate = check_positive(final_learning_rate, "final_learning_rate")
+        if final_learning_rate > learning_rate:
+            raise ValueError(
+                f"final_learning_rate must be at most learning_rate = {learning_rate}, "
+                f"got {final_learning_rate}"
+            )
+        optimizer = training.default_optimizer(
+            num_steps, learning_rate, final_learning_rate=final_learning_rate
         )
-    elif network.output_dim != x.shape[1]:
-        raise ValueError(f"network.output_dim must be {x.shape[1]}, got {network.output_dim}")
-    if time_scale is None:
-        time_scale = networks.TIME_SCALE
-    elif model in ("ncsn", "ddpm"):
-        raise ValueError(f"time_scale applies to vp, subvp and ve only, not {model!r}")
-    elif not (np.isfinite(time_scale) and time_scale > 0):
-        raise ValueError(f"time_scale must be a finite positive number, got {time_scale}")
+    elif learning_rate != 2e-3 or final_learning_rate is not None:
+        raise ValueError("learning_rate and final_learning_rate must be left out with optimizer")
     if sigma_max is not None and (model not in ("ve", "ncsn") or not sigma_max > 0.01):
         raise ValueError(f"sigma_max must be > 0.01 and for ve or ncsn only, got {sigma_max}")
     key_sigma, key_init, key_train = jax.random.split(key, 3)
 
-    shift, scale = _standardisation(x, standardize)
-    u = (x - shift[None, :]) / scale
-    process = _process(key_sigma, model, u, sigma_max)
-    net = networks.score_network(network)
-    params = jax.jit(net.init)(key_init, u[:1], jnp.zeros(1, u.dtype))
-    skeleton = FittedModel(
-        model, params, network, process, shift, scale, jnp.zeros(0), float(time_scale)
-    )
+    if resume is not None:
+        if x.shape[1] != resume.dim:
+            raise ValueError(f"data must have {resume.dim} columns (resume's), got {x.shape}")
+        skeleton = dataclasses.replace(resume, num_points=x.shape[0])
+        params, previous = resume.params, resume.losses
+    else:
+        network = _check_network(network, model, x.shape[1])
+        if time_scale is None:
+            time_scale = networks.TIME_SCALE
+        elif model in ("ncsn", "ddpm"):
+            raise ValueError(f"time_scale applies to vp, subvp and ve only, not {model!r}")
+        elif not (np.isfinite(time_scale) and time_scale > 0):
+            raise ValueError(f"time_scale must be a finite positive number, got {time_scale}")
+        shift, scale = _standardisation(x, standardize)
+        u = (x - shift[None, :]) / (scale if isinstance(scale, float) else scale[None, :])
+        process = _process(key_sigma, model, u, sigma_max)
+        skeleton = FittedModel(
+            model, None, network, process, shift, scale, jnp.zeros(0), float(time_scale),
+            x.shape[0],
+        )  # fmt: skip
+        if init_params is None:
+            params = jax.jit(skeleton.net.init)(key_init, u[:1], jnp.zeros(1, u.dtype))
+        else:
+            params = jax.tree_util.tree_map(jnp.asarray, init_params)
+        previous = jnp.zeros(0)
+    u = to_model(skeleton, x)
     result = training.train(
         key_train,
-        _loss(model, skeleton._apply, process),
+        _loss(model, skeleton._apply, skeleton.process),
         params,
         u,
         num_steps=num_steps,
         batch_size=batch_size,
-        optimizer=training.default_optimizer(num_steps, learning_rate),
+        optimizer=optimizer,
         ema_decay=ema_decay,
+        ema_warmup=ema_warmup,
         progress=progress,
     )
     params = result.params if ema_decay is None else result.ema_params
-    return dataclasses.replace(skeleton, params=params, losses=result.losses)
+    fitted = dataclasses.replace(
+        skeleton, params=params, losses=jnp.concatenate([previous, result.losses])
+    )
+    return fitted
 
 
-def _to_data(fitted: FittedModel, u: jax.Array) -> jax.Array:
-    """x = shift + scale u for points (n, d) or a trajectory (steps + 1, n, d)."""
-    return fitted.scale * u + fitted.shift.reshape((1,) * (u.ndim - 1) + (-1,))
+# ---------------------------------------------------------------------------------------------
+# Samplers, by name.
 
 
-def sample(key: jax.Array, fitted: FittedModel, n: int, **sampler_kwargs) -> samplers.SamplerResult:
-    """n samples from the model's default sampler, in the data's coordinates.
+class Sampler(NamedTuple):
+    """A named sampler of ``sample``.
 
-    - vp, subvp, ve: ``samplers.predictor_corrector`` (200 steps, snr 0.16, one corrector
-      step; nfe 400);
-    - ncsn: ``samplers.annealed_langevin`` with 100 steps per level and step_size 5e-5
-      (nfe 2000 at the default 20 levels);
-    - ddpm: ``samplers.ddpm_ancestral`` with sigma_t^2 = beta_t (nfe 1000).
-
-    ``sampler_kwargs`` are passed on (e.g. ``num_steps``, ``return_trajectory``). The
-    trajectory, if asked for, is mapped to data coordinates too.
+    Attributes:
+      run: run(key, fitted, n, **options) -> SamplerResult in model coordinates u.
+      models: the models it applies to.
+      options: its option names and default values (None: the default depends on the model,
+        as said in ``doc``).
+      doc: one line for the table of ``sample``.
     """
-    if not isinstance(fitted, FittedModel):
-        raise ValueError(f"fitted must be a FittedModel, got {type(fitted).__name__}")
+
+    run: Callable[..., samplers.SamplerResult]
+    models: tuple[str, ...]
+    options: dict[str, Any]
+    doc: str
+
+
+def _run_pc(key, fitted, n, **options):
+    return samplers.predictor_corrector(
+        key, fitted.sde_score_fn, fitted.sde, n, dim=fitted.dim, **options
+    )
+
+
+def _run_em(key, fitted, n, **options):
+    return samplers.euler_maruyama(
+        key, fitted.sde_score_fn, fitted.sde, n, dim=fitted.dim, **options
+    )
+
+
+def _run_ode(key, fitted, n, **options):
+    return samplers.probability_flow_ode(
+        key, fitted.sde_score_fn, fitted.sde, n, dim=fitted.dim, **options
+    )
+
+
+def _run_ald(key, fitted, n, **options):
+    return samplers.annealed_langevin(
+        key, fitted.score_fn, fitted.process, n, fitted.dim, **options
+    )
+
+
+def _ddpm_schedule(fitted, num_steps):
+    if num_steps is None or num_steps == fitted.process.num_steps:
+        return fitted.eps_fn, fitted.process
+    schedule = schedules.ddpm_from_vp(fitted.sde, check_positive_int(num_steps, "num_steps"))
+    return eps_fn_on(fitted, schedule), schedule
+
+
+def _run_ancestral(key, fitted, n, num_steps=None, **options):
+    eps_fn, schedule = _ddpm_schedule(fitted, num_steps)
+    return samplers.ddpm_ancestral(key, eps_fn, schedule, n, fitted.dim, **options)
+
+
+def _run_ddim(key, fitted, n, num_steps=100, **options):
+    return samplers.ddim(key, fitted.eps_fn, fitted.process, n, num_steps, fitted.dim, **options)
+
+
+_SDE_MODELS = MODELS
+_TRAJ = {"return_trajectory": False}
+SAMPLERS: dict[str, Sampler] = {
+    "pc": Sampler(
+        _run_pc, _SDE_MODELS,
+        {"num_steps": 200, "snr": 0.16, "corrector_steps": 1, "predictor": "reverse_diffusion",
+         "eps": 1e-3, **_TRAJ},
+        "predictor-corrector on fitted.sde (samplers.predictor_corrector); nfe 400",
+    ),
+    "em": Sampler(
+        _run_em, _SDE_MODELS, {"num_steps": 100, "eps": 1e-3, **_TRAJ},
+        "Euler-Maruyama on the reverse SDE of fitted.sde (samplers.euler_maruyama)",
+    ),
+    "ode": Sampler(
+        _run_ode, _SDE_MODELS, {"rtol": 1e-5, "atol": 1e-5, "eps": 1e-3, **_TRAJ},
+        "the probability-flow ODE of fitted.sde by RK45 (samplers.probability_flow_ode)",
+    ),
+    "ald": Sampler(
+        _run_ald, ("ncsn",),
+        {"steps_per_level": 100, "step_size": 5e-5, "step_exponent": 2.0, "denoise": False,
+         **_TRAJ},
+        "annealed Langevin dynamics on the NCSN levels (samplers.annealed_langevin); nfe 2000",
+    ),
+    "ancestral": Sampler(
+        _run_ancestral, ("ddpm",), {"num_steps": None, "variance": "beta", **_TRAJ},
+        "DDPM ancestral sampling (samplers.ddpm_ancestral) on the training schedule, or on "
+        "ddpm_from_vp(fitted.sde, num_steps); nfe num_steps (1000)",
+    ),
+    "ddim": Sampler(
+        _run_ddim, ("ddpm",), {"num_steps": 100, **_TRAJ},
+        "deterministic DDIM on num_steps of the training steps (samplers.ddim)",
+    ),
+}  # fmt: skip
+DEFAULT_SAMPLERS = {"vp": "pc", "subvp": "pc", "ve": "pc", "ncsn": "ald", "ddpm": "ancestral"}
+
+
+def samplers_for(model: str) -> tuple[str, ...]:
+    """The names of the samplers of ``SAMPLERS`` that apply to ``model``, its default first."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    names = [name for name, s in SAMPLERS.items() if model in s.models]
+    names.remove(DEFAULT_SAMPLERS[model])
+    return (DEFAULT_SAMPLERS[model], *names)
+
+
+def sample(
+    key: jax.Array, fitted: FittedModel, n: int, sampler: str | None = None, **options
+) -> samplers.SamplerResult:
+    """n samples from the sampler named ``sampler`` (default: the model's), in data coordinates.
+
+    Samplers (``SAMPLERS``; ``samplers_for(model)`` lists a model's, its default first):
+
+    - ``"pc"``, every model (default for vp, subvp, ve): predictor-corrector on
+      ``fitted.sde`` (200 steps, snr 0.16, one corrector step; nfe 400);
+    - ``"em"``, every model: Euler-Maruyama on the reverse SDE (100 steps);
+    - ``"ode"``, every model: the probability-flow ODE by RK45 (tolerances 1e-5);
+    - ``"ald"``, ncsn (its default): annealed Langevin dynamics, 100 steps per level, step
+      size 5e-5 (nfe 2000 at the default 20 levels);
+    - ``"ancestral"``, ddpm (its default): ancestral sampling with sigma_t^2 = beta_t on the
+      training schedule (nfe 1000), or with ``num_steps`` on ``ddpm_from_vp(fitted.sde, N')``;
+    - ``"ddim"``, ddpm: deterministic DDIM on ``num_steps`` (100) of the training steps.
+
+    For ncsn and ddpm, pc, em and ode run on the SDE they discretise, with
+    ``fitted.sde_score_fn``. ``options`` are the chosen sampler's (``SAMPLERS[name].options``
+    lists them with their defaults) and mean the same everywhere: ``num_steps`` the number of
+    steps, ``eps`` the SDE's end time, ``rtol``/``atol`` the ODE's tolerances,
+    ``return_trajectory`` the path (mapped to data coordinates too). An option the sampler
+    does not take is a ValueError that lists the ones it does. New samplers are added as
+    entries of ``SAMPLERS``.
+    """
+    key = check_key(key)
+    _check_fitted(fitted)
     n = check_positive_int(n, "n")
-    dim = fitted.network.output_dim
-    if fitted.model == "ncsn":
-        kwargs = {"steps_per_level": 100, "step_size": 5e-5, **sampler_kwargs}
-        out = samplers.annealed_langevin(key, fitted.score_fn, fitted.process, n, dim, **kwargs)
-    elif fitted.model == "ddpm":
-        out = samplers.ddpm_ancestral(key, fitted.eps_fn, fitted.process, n, dim, **sampler_kwargs)
-    else:
-        out = samplers.predictor_corrector(
-            key, fitted.score_fn, fitted.process, n, dim=dim, **sampler_kwargs
+    name = DEFAULT_SAMPLERS[fitted.model] if sampler is None else sampler
+    if name not in SAMPLERS or fitted.model not in SAMPLERS[name].models:
+        raise ValueError(
+            f"sampler must be one of {samplers_for(fitted.model)} for model={fitted.model!r}, "
+            f"got {sampler!r}"
         )
-    path = None if out.trajectory is None else _to_data(fitted, out.trajectory)
-    return samplers.SamplerResult(_to_data(fitted, out.samples), path, out.nfe)
+    spec = SAMPLERS[name]
+    for option in options:
+        if option not in spec.options:
+            why = " (the fitted model's)" if option in ("dim", "n", "score_fn", "sde") else ""
+            raise ValueError(
+                f"{option} is not an option of sampler {name!r}{why}; its options are "
+                f"{tuple(spec.options)}"
+            )
+    kwargs = {k: v for k, v in {**spec.options, **options}.items() if v is not None}
+    out = spec.run(key, fitted, n, **kwargs)
+    path = None if out.trajectory is None else to_data(fitted, out.trajectory)
+    return samplers.SamplerResult(to_data(fitted, out.samples), path, out.nfe)
 
 
-def log_likelihood(key: jax.Array, fitted: FittedModel, x, **kwargs) -> likelihood.LikelihoodResult:
+def log_likelihood(
+    key: jax.Array,
+    fitted: FittedModel,
+    x,
+    *,
+    batch_size: int = likelihood.BATCH_SIZE,
+    max_nfe: int = likelihood.MAX_NFE,
+    **kwargs,
+) -> likelihood.LikelihoodResult:
     """log p(x) in nats per point of x (n, d), in the data's coordinates, for every model.
 
     The probability-flow likelihood of ``likelihood.log_likelihood`` for ``fitted.sde`` and
     ``fitted.sde_score_fn`` (for ncsn and ddpm the network read on the continuous time axis
-    of the SDE they discretise), in standardised coordinates, minus d log(scale), the
-    log-Jacobian of u = (x - shift) / scale. ``kwargs`` are passed on (``divergence``,
-    ``probe``, ``num_probes``, tolerances, ``eps``).
+    of the SDE they discretise), in standardised coordinates, minus sum_j log scale_j, the
+    log-Jacobian of u = (x - shift) / scale. It uses the per-point solver: each point takes
+    its own steps, in batches of ``batch_size`` (default 1024) points, and a point that needs
+    more than ``max_nfe`` (default 10,000) evaluations stops there: then
+    ``likelihood.SolverBudgetError`` names those points (``.indices``) and carries every
+    other point's value (``.result``, NaN at the named points), the value it has without
+    them. ``kwargs`` are passed on (``divergence``, ``probe``, ``num_probes``, tolerances,
+    ``eps``; ``solver="scipy"`` for one RK45 system of all points).
     """
-    if not isinstance(fitted, FittedModel):
-        raise ValueError(f"fitted must be a FittedModel, got {type(fitted).__name__}")
-    x = check_samples(x, "x", dim=fitted.network.output_dim)
-    u = (x - fitted.shift[None, :]) / fitted.scale
-    out = likelihood.log_likelihood(key, fitted.sde_score_fn, fitted.sde, u, **kwargs)
-    correction = x.shape[1] * float(np.log(fitted.scale))
+    key = check_key(key)
+    x = check_samples(x, "x", dim=_check_fitted(fitted).dim)
+    u = to_model(fitted, x)
+    correction = float(np.sum(np.log(np.asarray(fitted.scales, np.float64))))
+    if isinstance(fitted.scale, float):
+        correction = x.shape[1] * float(np.log(fitted.scale))
+    kwargs = {"solver": "per_point", "batch_size": batch_size, "max_nfe": max_nfe, **kwargs}
+    try:
+        out = likelihood.log_likelihood(key, fitted.sde_score_fn, fitted.sde, u, **kwargs)
+    except likelihood.SolverBudgetError as error:
+        part = error.result
+        error.result = part._replace(log_prob=part.log_prob - correction)
+        raise
     return out._replace(log_prob=out.log_prob - correction)
+
+
+def load(path, network: hk.Transformed | None = None) -> FittedModel:
+    """Read a ``FittedModel`` written by ``FittedModel.save``; ``network`` for a custom one."""
+    from diffnb import checkpoint
+
+    return checkpoint.load(path, network)

@@ -1,13 +1,16 @@
 """The one-call path: fit, sample and log-likelihood composed from the package's pieces."""
 
 import dataclasses
+import pickle
+from pathlib import Path
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffnb import data, metrics, models, networks, schedules
+from diffnb import data, likelihood, metrics, models, networks, samplers, schedules
 from diffnb.sde import VPSDE
 
 TINY = networks.NetworkConfig(hidden_dims=(32,), embedding_dim=16)
@@ -38,7 +41,7 @@ def vp(points):
 def test_standardisation_is_a_change_of_coordinates(vp, points):
     x = np.asarray(points)
     np.testing.assert_allclose(vp.shift, x.mean(0), atol=1e-5)
-    np.testing.assert_allclose(vp.scale, np.sqrt(x.var(0).mean()), rtol=1e-5)
+    np.testing.assert_allclose(vp.scale, x.std(0), rtol=1e-5)  # per axis, by default
     assert vp.losses.shape == (100,) and bool(jnp.all(jnp.isfinite(vp.losses)))
 
     # The same model read in other coordinates x' = s + c u: samples move with the map and
@@ -47,16 +50,16 @@ def test_standardisation_is_a_change_of_coordinates(vp, points):
     a = models.sample(jax.random.key(2), vp, 50, num_steps=20)
     b = models.sample(jax.random.key(2), moved, 50, num_steps=20)
     assert a.samples.shape == (50, 2) and a.nfe == 40
-    u = (a.samples - vp.shift[None, :]) / vp.scale
+    u = (a.samples - vp.shift[None, :]) / vp.scale[None, :]
     np.testing.assert_allclose(b.samples, jnp.array([[5.0, -3.0]]) + 10.0 * u, rtol=1e-4, atol=1e-4)
 
     # Exactly representable points: u = (x - shift) / scale is then the same in both frames.
     u = jnp.round(4.0 * u[:10]) / 4.0
-    xa = vp.shift[None, :] + vp.scale * u
+    xa = vp.shift[None, :] + vp.scale[None, :] * u
     xb = jnp.array([[5.0, -3.0]]) + 10.0 * u
     la = models.log_likelihood(jax.random.key(3), vp, xa)
     lb = models.log_likelihood(jax.random.key(3), moved, xb)
-    jacobian = 2 * (np.log(10.0) - np.log(vp.scale))
+    jacobian = 2 * np.log(10.0) - np.sum(np.log(vp.scale))
     np.testing.assert_allclose(lb.log_prob, la.log_prob - jacobian, atol=2e-2)
 
 
@@ -161,3 +164,222 @@ def test_defaults_reach_the_noise_floor_on_the_nine_gaussians(nine, model):
     assert float(scores.mode_tv) <= 0.05, scores
     assert float(scores.mmd2) <= 2e-3, scores
     assert 0.9 <= float(scores.var_ratio) <= 1.1, scores
+
+
+# ---------------------------------------------------------------------------------------------
+# The one-call path as a library (issue 23).
+
+
+def test_a_saved_model_loads_to_the_same_samples(vp, tmp_path):
+    before = models.sample(jax.random.key(7), vp, 40, num_steps=20)  # fills the caches
+    restored = models.load(vp.save(tmp_path / "vp"))
+    assert (tmp_path / "vp.npz").exists()
+    after = models.sample(jax.random.key(7), restored, 40, num_steps=20)
+    np.testing.assert_array_equal(after.samples, before.samples)
+    assert restored.time_scale == vp.time_scale and restored.num_points == vp.num_points
+    np.testing.assert_array_equal(restored.losses, vp.losses)
+    # Pickling works after use too: the compiled closures are not part of the state.
+    again = pickle.loads(pickle.dumps(vp))
+    np.testing.assert_array_equal(
+        models.sample(jax.random.key(7), again, 40, num_steps=20).samples, before.samples
+    )
+
+
+@pytest.mark.parametrize("model", ["ncsn", "ddpm"])
+def test_saved_schedules_round_trip_exactly(model, tmp_path):
+    process = {
+        "ncsn": schedules.ncsn_schedule(np.geomspace(5.0, 0.02, 7)),
+        "ddpm": schedules.ddpm_from_vp(VPSDE(), 50),
+    }[model]
+    fitted = dataclasses.replace(_untrained(model, process), scale=jnp.array([2.0, 0.5]))
+    restored = models.load(fitted.save(tmp_path / model))
+    for a, b in zip(fitted.process, restored.process, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(restored.scale, fitted.scale)
+    u, cond = jnp.ones((3, 2)), jnp.array([1, 2, 3]) if model == "ddpm" else jnp.full(3, 0.5)
+    np.testing.assert_array_equal(restored.score_fn(u, cond), fitted.score_fn(u, cond))
+
+
+def test_per_axis_standardisation_and_the_single_scale_warning(points):
+    stretched = points * jnp.array([[1.0, 1000.0]])
+    with pytest.warns(UserWarning, match="standard deviations"):
+        single = _fit("vp", stretched, standardize="single")
+    assert isinstance(single.scale, float)
+    x = np.asarray(stretched)
+    np.testing.assert_allclose(single.scale, np.sqrt(x.var(0).mean()), rtol=1e-5)
+    u = models.to_model(single, stretched)
+    # float32 round trip: errors of a few ulps of the scale (~700), not of each entry.
+    np.testing.assert_allclose(models.to_data(single, u), stretched, atol=1e-6 * single.scale)
+    with pytest.raises(ValueError, match="standardize"):
+        _fit("vp", points, standardize="yes")
+
+
+def test_to_data_and_to_model_are_inverse(vp, points):
+    u = models.to_model(vp, points)
+    np.testing.assert_allclose(jnp.std(u, axis=0), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(models.to_data(vp, u), points, atol=1e-5)
+    path = jnp.stack([u, 2 * u])  # a trajectory (steps + 1, n, d)
+    np.testing.assert_allclose(models.to_data(vp, path)[1], models.to_data(vp, 2 * u), atol=1e-5)
+
+
+def test_named_samplers_and_their_options(vp):
+    assert models.samplers_for("vp") == ("pc", "em", "ode")
+    assert models.samplers_for("ncsn")[0] == "ald" and models.samplers_for("ddpm")[:2] == (
+        "ancestral",
+        "pc",
+    )
+    em = models.sample(jax.random.key(8), vp, 30, "em", num_steps=20)
+    direct = samplers.euler_maruyama(jax.random.key(8), vp.score_fn, vp.process, 30, 20)
+    np.testing.assert_array_equal(em.samples, models.to_data(vp, direct.samples))
+    assert em.nfe == 20
+    with pytest.raises(ValueError, match=r"^steps_per_level is not an option of sampler 'pc'"):
+        models.sample(jax.random.key(0), vp, 10, steps_per_level=5)
+    with pytest.raises(ValueError, match=r"^dim is not an option.*fitted model"):
+        models.sample(jax.random.key(0), vp, 10, dim=3)
+    with pytest.raises(ValueError, match=r"^sampler must be one of \('pc', 'em', 'ode'\)"):
+        models.sample(jax.random.key(0), vp, 10, "ddim")
+    for spec in models.SAMPLERS.values():  # one name, one meaning
+        assert set(spec.options) <= {
+            "num_steps", "snr", "corrector_steps", "predictor", "eps", "rtol", "atol",
+            "steps_per_level", "step_size", "step_exponent", "denoise", "variance",
+            "return_trajectory",
+        }  # fmt: skip
+
+
+def test_ddpm_samplers_take_num_steps():
+    fitted = _untrained("ddpm", schedules.ddpm_from_vp(VPSDE(), 100))
+    full = models.sample(jax.random.key(9), fitted, 20)
+    assert full.nfe == 100
+    short = models.sample(jax.random.key(9), fitted, 20, num_steps=25)
+    schedule = schedules.ddpm_from_vp(fitted.sde, 25)
+    direct = samplers.ddpm_ancestral(
+        jax.random.key(9), models.eps_fn_on(fitted, schedule), schedule, 20
+    )
+    assert short.nfe == 25
+    np.testing.assert_array_equal(short.samples, direct.samples)
+    assert models.sample(jax.random.key(9), fitted, 20, "ddim", num_steps=10).nfe == 10
+
+
+def test_one_outlier_does_not_change_the_other_likelihoods(vp, points):
+    x = points[:20]
+    far = jnp.concatenate([x[:7], jnp.array([[1000.0, 1000.0]]), x[7:]])
+    alone = models.log_likelihood(jax.random.key(3), vp, x, batch_size=32)
+    cap = int(alone.point_nfe.max()) + 12  # two steps more than the hardest ordinary point
+    with pytest.raises(likelihood.SolverBudgetError, match=r"indices \[7\]") as info:
+        models.log_likelihood(jax.random.key(3), vp, far, batch_size=32, max_nfe=cap)
+    assert list(info.value.indices) == [7]
+    got = np.asarray(info.value.result.log_prob)
+    assert np.isnan(got[7])
+    np.testing.assert_array_equal(np.delete(got, 7), alone.log_prob)
+    assert alone.point_nfe.shape == (20,) and info.value.result.point_nfe[7] > cap - 6
+    # Batches: the same values in batches of 8 as in one batch.
+    small = models.log_likelihood(jax.random.key(3), vp, x, batch_size=8)
+    np.testing.assert_allclose(small.log_prob, alone.log_prob, atol=1e-4)
+
+
+def test_fit_options_learning_rates_networks_and_resuming(vp, points):
+    with pytest.raises(ValueError, match="^learning_rate"):
+        _fit("vp", points, learning_rate=-1e-3)
+    with pytest.raises(ValueError, match="^final_learning_rate"):
+        _fit("vp", points, learning_rate=1e-3, final_learning_rate=1e-2)
+    with pytest.raises(ValueError, match="^network"):
+        _fit("vp", points, network="mlp")
+    with pytest.raises(ValueError, match="^time_scale must be left out"):
+        _fit("vp", points, resume=vp, network=None, time_scale=3.0)
+    # Resuming continues from the parameters; a tiny final rate is allowed.
+    more = models.fit(
+        jax.random.key(5), points, resume=vp, num_steps=100, batch_size=32,
+        learning_rate=1e-6, final_learning_rate=1e-8, progress=False,
+    )  # fmt: skip
+    assert more.losses.shape == (200,) and more.model == "vp"
+    np.testing.assert_array_equal(more.losses[:100], vp.losses)
+    np.testing.assert_array_equal(more.shift, vp.shift)
+    drift = jax.tree_util.tree_map(
+        lambda a, b: float(jnp.max(jnp.abs(a - b))), more.params, vp.params
+    )
+    assert 0 < max(jax.tree_util.tree_leaves(drift)) < 1e-3  # 100 steps at <= 1e-6
+    # The same run from init_params: resuming is starting from the parameters.
+    fresh = models.fit(
+        jax.random.key(5), points, "vp", init_params=vp.params, network=TINY, num_steps=100,
+        batch_size=32, learning_rate=1e-6, final_learning_rate=1e-8, progress=False,
+    )  # fmt: skip
+    for a, b in zip(
+        jax.tree_util.tree_leaves(fresh.params), jax.tree_util.tree_leaves(more.params), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_network_of_ones_own(points):
+    def own(u, c):
+        h = hk.Linear(16)(jnp.concatenate([u, c[:, None] / 1000.0], axis=1))
+        return hk.Linear(2)(jax.nn.gelu(h))
+
+    pure = hk.without_apply_rng(hk.transform(own))
+    net = hk.Transformed(pure.init, lambda params, rng, u, c: pure.apply(params, u, c))
+    fitted = models.fit(
+        jax.random.key(0), points, "ddpm", network=net, num_steps=20, batch_size=32,
+        progress=False,
+    )  # fmt: skip
+    assert "network=custom with 98 parameters" in repr(fitted)  # (3 * 16 + 16) + (16 * 2 + 2)
+    out = models.sample(jax.random.key(1), fitted, 10, num_steps=50)
+    assert out.samples.shape == (10, 2) and bool(jnp.all(jnp.isfinite(out.samples)))
+
+
+def test_misuse_is_named(points):
+    with pytest.raises(ValueError, match="probably transposed"):
+        models.fit(jax.random.key(0), points[:2].T @ jnp.ones((2, 500)), "vp")
+    with pytest.raises(ValueError, match="^data must be real numbers"):
+        models.fit(jax.random.key(0), points > 0, "vp")
+    with pytest.raises(ValueError, match="^data must be real numbers"):
+        models.fit(jax.random.key(0), points.astype(jnp.complex64), "vp")
+    with pytest.raises(ValueError, match="^key must be a PRNG key"):
+        models.fit(0, points, "vp")
+
+
+def test_repr_is_compact(vp):
+    text = repr(vp)
+    assert len(text) < 200, text
+    for part in ("model='vp'", "VPSDE", "(256, 2)", "994 parameters", "steps=100", "loss="):
+        assert part in text, text
+
+
+@pytest.mark.slow
+def test_anisotropic_moons_reach_the_floor():
+    # Two moons stretched by [1, 1000]: per-axis standardisation keeps both axes above
+    # sigma_min. MMD^2 in the unstretched frame against held-out moons, at the bar of the
+    # chapters (2e-3; two independent samples of 5000 moons give |MMD^2| ~ 1e-4).
+    stretch = jnp.array([1.0, 1000.0])
+    x = data.two_moons(jax.random.key(0), 10_000) * stretch
+    fitted = models.fit(jax.random.key(1), x, "vp", progress=False)
+    out = models.sample(jax.random.key(2), fitted, 5000).samples / stretch
+    held = data.two_moons(jax.random.key(3), 5000)
+    assert float(metrics.mmd2(out, held)) <= 2e-3
+    np.testing.assert_allclose(jnp.std(out, axis=0) / jnp.std(held, axis=0), 1.0, atol=0.05)
+
+
+@pytest.mark.slow
+def test_the_ema_warm_up_makes_short_runs_fair(nine):
+    # At 1,000 steps the EMA without warm-up still holds a third (0.999^1000 = 0.37) of the
+    # early iterates; with the warm-up it is as good as the last iterate.
+    x = data.sample(jax.random.key(12345), nine, 10_000)
+
+    def mmd(**kwargs):
+        fitted = models.fit(jax.random.key(0), x, "vp", num_steps=1000, progress=False, **kwargs)
+        out = models.sample(jax.random.key(1), fitted, 5000).samples
+        return float(metrics.evaluate(jax.random.key(2), out, nine).mmd2)
+
+    warm, cold, last = mmd(), mmd(ema_warmup=False), mmd(ema_decay=None)
+    assert warm <= 2 * max(last, 1e-3) and cold >= 3 * warm, (warm, cold, last)
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## Your own data")[1].split("\n## ")[0]
+    code = section.split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["samples"].shape == (5000, 2) and namespace["ode"].shape == (5000, 2)
+    log_p = np.asarray(namespace["log_p"])
+    assert np.all(np.isfinite(log_p)) and log_p[-1] < log_p[:-1].min()
