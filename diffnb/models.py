@@ -459,7 +459,10 @@ def fit(
     with x, as the score of their N(0, I) prior does (notebooks/sde.md); without it subvp's
     modes came out 37% too wide (vp 9.5%), while ve with it gave 1.102. At 5,000 steps the
     modes stay 13-19% too wide (vp, measured without the skip): the score is then still off by
-    about 10% near t ~ 0.05-0.1, where the modes' width is decided.
+    about 10% near t ~ 0.05-0.1, where the modes' width is decided. edm with the defaults,
+    measured once on 10,000 points (tests/test_models.py, n = 5000, Heun): variance ratio /
+    mode TV / held-out NLL gap 1.054 / 0.017 / 0.022 on the nine Gaussians, 1.000 / 0.021 /
+    0.031 on eight narrow modes, 1.032 / 0.027 / 0.035 on sixteen modes of unequal weights.
     """
     key = check_key(key)
     if resume is not None:
