@@ -5,9 +5,9 @@ digits: split, scaling, bits per dimension, density baselines), ``digits_eval`` 
 classifier, Frechet distance and memorisation check), ``conditional``
 (labels, exact classifiers and conditional scores, guided scores), ``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
-``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``likelihood``,
-``models`` (the one-call path), ``checkpoint`` (saving and loading its models) and
-``plotting``.
+``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``preconditioning`` (EDM's
+denoiser, noise levels and loss weight), ``likelihood``, ``models`` (the one-call path),
+``checkpoint`` (saving and loading its models) and ``plotting``.
 """
 
 from diffnb import (
@@ -23,6 +23,7 @@ from diffnb import (
     models,
     networks,
     plotting,
+    preconditioning,
     samplers,
     schedules,
     sde,
@@ -43,6 +44,7 @@ __all__ = [
     "models",
     "networks",
     "plotting",
+    "preconditioning",
     "samplers",
     "schedules",
     "sde",

@@ -18,13 +18,13 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from diffnb import networks, schedules, sde
+from diffnb import denoisers, networks, schedules, sde
 from diffnb.models import FittedModel
 
 __all__ = ["FORMAT", "save", "load"]
 
 FORMAT = "diffnb.FittedModel/1"
-_SDES = {cls.__name__: cls for cls in (sde.VPSDE, sde.SubVPSDE, sde.VESDE)}
+_SDES = {cls.__name__: cls for cls in (sde.VPSDE, sde.SubVPSDE, sde.VESDE, denoisers.EDMProcess)}
 _SCHEDULES = {cls.__name__: cls for cls in (schedules.DDPMSchedule, schedules.NCSNSchedule)}
 
 
