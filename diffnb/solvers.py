@@ -267,28 +267,40 @@ def _edm_stochastic_step(churn, s_tmin, s_tmax, s_noise, num_steps):
 # The one loop.
 
 
+def _padded_steps(num_steps: int) -> int:
+    """The scan's length for N steps: 64, or the next power of two above 64.
+
+    Steps past N are skipped (``lax.cond``), so one compilation serves every N up to 64 and
+    a sweep over step counts compiles a few times, not once per N."""
+    return max(64, 1 << (num_steps - 1).bit_length())
+
+
 @partial(
     jax.jit,
     static_argnames=("score_fn", "sde", "step_fn", "denoise", "return_trajectory"),
 )
-def _solve(key, score_fn, sde, step_fn, grid, x_init, denoise, return_trajectory):
+def _solve(key, score_fn, sde, step_fn, grid, num_steps, x_init, denoise, return_trajectory):
     ctx = _Ctx(sde, score_fn)
-    num_steps = grid.shape[0] - 1
     zeros = jnp.zeros_like(x_init)
 
     def body(carry, inputs):
         x, memory = carry
-        t0, t1, key_step = inputs
-        x, memory = step_fn(ctx, x, memory, t0, t1, key_step)
+        i, t0, t1, key_step = inputs
+        # One step from t_i to t_{i+1}; padding steps (i >= N) leave the state as it is.
+        x, memory = jax.lax.cond(
+            i < num_steps,
+            lambda: step_fn(ctx, x, memory, t0, t1, key_step),
+            lambda: (x, memory),
+        )
         return (x, memory), (x if return_trajectory else None)
 
-    inputs = (grid[:-1], grid[1:], jax.random.split(key, num_steps))
+    length = grid.shape[0] - 1
+    inputs = (jnp.arange(length), grid[:-1], grid[1:], jax.random.split(key, length))
     memory = (zeros, jnp.zeros((), x_init.dtype))
     (x, _), path = jax.lax.scan(body, (x_init, memory), inputs)
     if denoise:
-        # Last step to sigma_bar = 0: the denoiser's output.
-        x = ctx.data(x, grid[-1])
-        path = None if path is None else jnp.concatenate([path, x[None]], axis=0)
+        # Last step to sigma_bar = 0: the denoiser's output at t_N.
+        x = ctx.data(x, grid[num_steps])
     if path is not None:
         path = jnp.concatenate([x_init[None], path], axis=0)
     return x, path
@@ -314,12 +326,19 @@ def _run(key, score_fn, sde, grid, n, dim, x_init, denoise, return_trajectory, s
     else:
         x_init = check_samples(x_init, "x_init")
     dtype = x_init.dtype
-    x, path = _solve(
-        key, score_fn, sde, step_fn, jnp.asarray(grid, dtype), x_init, bool(denoise),
-        bool(return_trajectory),
-    )  # fmt: skip
     num_steps = grid.shape[0] - 1
-    return SamplerResult(x, path, int(nfe * num_steps + bool(denoise)))
+    padded = np.full(_padded_steps(num_steps) + 1, grid[-1])
+    padded[: num_steps + 1] = grid
+    x, path = _solve(
+        key, score_fn, sde, step_fn, jnp.asarray(padded, dtype), num_steps, x_init,
+        bool(denoise), bool(return_trajectory),
+    )  # fmt: skip
+    trajectory = None
+    if return_trajectory:
+        trajectory = path[: num_steps + 1]
+        if denoise:
+            trajectory = jnp.concatenate([trajectory, x[None]], axis=0)
+    return SamplerResult(x, trajectory, int(nfe * num_steps + bool(denoise)))
 
 
 _DOC_ARGS = """
