@@ -249,7 +249,9 @@ def _edm_stochastic_step(churn, s_tmin, s_tmax, s_noise, num_steps):
         gamma = jnp.where((c0.sb >= s_tmin) & (c0.sb <= s_tmax), gamma_max, 0.0)
         sb_hat = c0.sb * (1.0 + gamma)
         z = jax.random.normal(key, y.shape, y.dtype)
-        y_hat = y + jnp.sqrt(sb_hat**2 - c0.sb**2) * s_noise * z
+        # sqrt(sb_hat^2 - sb^2) written as sb sqrt(gamma (2 + gamma)): the difference of
+        # squares can round below zero under jit when gamma = 0, and its sqrt is then NaN.
+        y_hat = y + c0.sb * jnp.sqrt(gamma * (2.0 + gamma)) * s_noise * z
         t_hat = time_of_sigma_bar(ctx.sde, sb_hat)
         m_hat = ctx.sde.marginal(t_hat)[0]
         # Euler step.
