@@ -11,14 +11,16 @@ ell_t = log(m_t / sigma_t) [lambda_t]; h = ell_{i+1} - ell_i > 0 on a decreasing
 noise prediction is eps(x, t) = -sigma_t s(x, t), the data prediction D = (x - sigma_t eps) / m_t.
 
 Each solver is one *step function* (x, memory, t_i, t_{i+1}, key) -> (x, memory), plugged into
-one jitted ``lax.scan`` over the grid (``_solve``):
+one jitted ``lax.scan`` over the grid (``_solve``; notebooks/sampling.md, "Solvers as step
+functions"). The scan's length is 64 steps or the next power of two, and the steps past N are
+skipped, so a sweep over N compiles once per length, not once per N:
 
-- ``euler``: explicit Euler in t on dx/dt = f - g^2 s / 2 (score_sde's ODE);
-- ``heun``: EDM's Algorithm 1 in EDM's variables (y = x / m_t, stepping in sigma_bar);
+- ``euler``: explicit Euler in t on dx/dt = f - g^2 s / 2 (eq. ``sampling-euler``);
+- ``heun``: EDM's Algorithm 1 in y = x / m_t, stepping in sigma_bar (eq. ``sampling-heun``);
 - ``dpm_solver`` of order 1, 2, 3: Lu et al.'s single-step exponential integrators with the
-  noise prediction (order 1 is DDIM);
-- ``dpm_solver_pp``: DPM-Solver++(2M), multistep with the data prediction (order 1 or 2);
-- ``edm_stochastic``: EDM's Algorithm 2 (churn, then a Heun step).
+  noise prediction (order 1 is DDIM; eqs. ``sampling-exp-integrator``, ``sampling-dpm``);
+- ``dpm_solver_pp``: DPM-Solver++(2M), multistep, data prediction (eq. ``sampling-dpmpp``);
+- ``edm_stochastic``: EDM's Algorithm 2, churn then a Heun step (eq. ``sampling-churn``).
 
 The last step. Each solver integrates the ODE down to the grid's last time t_N > 0, where
 sigma_bar is small but not zero; with ``denoise=True`` (the default) it then returns
