@@ -11,14 +11,16 @@ ell_t = log(m_t / sigma_t) [lambda_t]; h = ell_{i+1} - ell_i > 0 on a decreasing
 noise prediction is eps(x, t) = -sigma_t s(x, t), the data prediction D = (x - sigma_t eps) / m_t.
 
 Each solver is one *step function* (x, memory, t_i, t_{i+1}, key) -> (x, memory), plugged into
-one jitted ``lax.scan`` over the grid (``_solve``):
+one jitted ``lax.scan`` over the grid (``_solve``; notebooks/sampling.md, "Solvers as step
+functions"). The scan's length is 64 steps or the next power of two, and the steps past N are
+skipped, so a sweep over N compiles once per length, not once per N:
 
-- ``euler``: explicit Euler in t on dx/dt = f - g^2 s / 2 (score_sde's ODE);
-- ``heun``: EDM's Algorithm 1 in EDM's variables (y = x / m_t, stepping in sigma_bar);
+- ``euler``: explicit Euler in t on dx/dt = f - g^2 s / 2 (eq. ``sampling-euler``);
+- ``heun``: EDM's Algorithm 1 in y = x / m_t, stepping in sigma_bar (eq. ``sampling-heun``);
 - ``dpm_solver`` of order 1, 2, 3: Lu et al.'s single-step exponential integrators with the
-  noise prediction (order 1 is DDIM);
-- ``dpm_solver_pp``: DPM-Solver++(2M), multistep with the data prediction (order 1 or 2);
-- ``edm_stochastic``: EDM's Algorithm 2 (churn, then a Heun step).
+  noise prediction (order 1 is DDIM; eqs. ``sampling-exp-integrator``, ``sampling-dpm``);
+- ``dpm_solver_pp``: DPM-Solver++(2M), multistep, data prediction (eq. ``sampling-dpmpp``);
+- ``edm_stochastic``: EDM's Algorithm 2, churn then a Heun step (eq. ``sampling-churn``).
 
 The last step. Each solver integrates the ODE down to the grid's last time t_N > 0, where
 sigma_bar is small but not zero; with ``denoise=True`` (the default) it then returns
@@ -249,7 +251,9 @@ def _edm_stochastic_step(churn, s_tmin, s_tmax, s_noise, num_steps):
         gamma = jnp.where((c0.sb >= s_tmin) & (c0.sb <= s_tmax), gamma_max, 0.0)
         sb_hat = c0.sb * (1.0 + gamma)
         z = jax.random.normal(key, y.shape, y.dtype)
-        y_hat = y + jnp.sqrt(sb_hat**2 - c0.sb**2) * s_noise * z
+        # sqrt(sb_hat^2 - sb^2) written as sb sqrt(gamma (2 + gamma)): the difference of
+        # squares can round below zero under jit when gamma = 0, and its sqrt is then NaN.
+        y_hat = y + c0.sb * jnp.sqrt(gamma * (2.0 + gamma)) * s_noise * z
         t_hat = time_of_sigma_bar(ctx.sde, sb_hat)
         m_hat = ctx.sde.marginal(t_hat)[0]
         # Euler step.
@@ -267,28 +271,40 @@ def _edm_stochastic_step(churn, s_tmin, s_tmax, s_noise, num_steps):
 # The one loop.
 
 
+def _padded_steps(num_steps: int) -> int:
+    """The scan's length for N steps: 64, or the next power of two above 64.
+
+    Steps past N are skipped (``lax.cond``), so one compilation serves every N up to 64 and
+    a sweep over step counts compiles a few times, not once per N."""
+    return max(64, 1 << (num_steps - 1).bit_length())
+
+
 @partial(
     jax.jit,
     static_argnames=("score_fn", "sde", "step_fn", "denoise", "return_trajectory"),
 )
-def _solve(key, score_fn, sde, step_fn, grid, x_init, denoise, return_trajectory):
+def _solve(key, score_fn, sde, step_fn, grid, num_steps, x_init, denoise, return_trajectory):
     ctx = _Ctx(sde, score_fn)
-    num_steps = grid.shape[0] - 1
     zeros = jnp.zeros_like(x_init)
 
     def body(carry, inputs):
         x, memory = carry
-        t0, t1, key_step = inputs
-        x, memory = step_fn(ctx, x, memory, t0, t1, key_step)
+        i, t0, t1, key_step = inputs
+        # One step from t_i to t_{i+1}; padding steps (i >= N) leave the state as it is.
+        x, memory = jax.lax.cond(
+            i < num_steps,
+            lambda: step_fn(ctx, x, memory, t0, t1, key_step),
+            lambda: (x, memory),
+        )
         return (x, memory), (x if return_trajectory else None)
 
-    inputs = (grid[:-1], grid[1:], jax.random.split(key, num_steps))
+    length = grid.shape[0] - 1
+    inputs = (jnp.arange(length), grid[:-1], grid[1:], jax.random.split(key, length))
     memory = (zeros, jnp.zeros((), x_init.dtype))
     (x, _), path = jax.lax.scan(body, (x_init, memory), inputs)
     if denoise:
-        # Last step to sigma_bar = 0: the denoiser's output.
-        x = ctx.data(x, grid[-1])
-        path = None if path is None else jnp.concatenate([path, x[None]], axis=0)
+        # Last step to sigma_bar = 0: the denoiser's output at t_N.
+        x = ctx.data(x, grid[num_steps])
     if path is not None:
         path = jnp.concatenate([x_init[None], path], axis=0)
     return x, path
@@ -314,12 +330,19 @@ def _run(key, score_fn, sde, grid, n, dim, x_init, denoise, return_trajectory, s
     else:
         x_init = check_samples(x_init, "x_init")
     dtype = x_init.dtype
-    x, path = _solve(
-        key, score_fn, sde, step_fn, jnp.asarray(grid, dtype), x_init, bool(denoise),
-        bool(return_trajectory),
-    )  # fmt: skip
     num_steps = grid.shape[0] - 1
-    return SamplerResult(x, path, int(nfe * num_steps + bool(denoise)))
+    padded = np.full(_padded_steps(num_steps) + 1, grid[-1])
+    padded[: num_steps + 1] = grid
+    x, path = _solve(
+        key, score_fn, sde, step_fn, jnp.asarray(padded, dtype), num_steps, x_init,
+        bool(denoise), bool(return_trajectory),
+    )  # fmt: skip
+    trajectory = None
+    if return_trajectory:
+        trajectory = path[: num_steps + 1]
+        if denoise:
+            trajectory = jnp.concatenate([trajectory, x[None]], axis=0)
+    return SamplerResult(x, trajectory, int(nfe * num_steps + bool(denoise)))
 
 
 _DOC_ARGS = """

@@ -156,6 +156,18 @@ def test_trajectory_and_nfe(nine):
     np.testing.assert_allclose(r.samples, h.samples, atol=1e-4)  # no churn: Heun
 
 
+def test_churn_is_finite_and_samples_the_mixture(nine):
+    """EDM's sampler with churn from the VP prior: the steps outside [s_tmin, s_tmax] have
+    gamma = 0, where sqrt(sigma_hat^2 - sigma_bar^2) once rounded to NaN under jit."""
+    vp = VPSDE()
+    grid = solvers.time_grid(vp, 16, "edm")
+    for churn in (10.0, 40.0):
+        r = solvers.edm_stochastic(jax.random.key(4), exact_score(vp, nine), vp, grid, n=2000,
+                                   churn=churn)  # fmt: skip
+        assert bool(jnp.all(jnp.isfinite(r.samples))) and r.nfe == 33
+        assert float(metrics.mode_tv(r.samples, nine)) < 0.05
+
+
 def test_bad_input(nine):
     vp = VPSDE()
     score = exact_score(vp, nine)
@@ -182,6 +194,58 @@ def test_bad_input(nine):
         solvers.time_grid(vp, 10, "cosine")
     with pytest.raises(ValueError, match="churn"):
         solvers.edm_stochastic(key, score, vp, [1.0, 0.1], n=4, churn=-1.0)
+    # grids: non-finite, above T, not 1-D
+    with pytest.raises(ValueError, match="finite positive"):
+        solvers.dpm_solver(key, score, vp, [1.0, float("nan"), 0.1], n=4)
+    with pytest.raises(ValueError, match="finite positive"):
+        solvers.dpm_solver(key, score, vp, [1.0, 0.5, -0.1], n=4)
+    with pytest.raises(ValueError, match="at or below T"):
+        solvers.heun(key, score, vp, [2.0, 0.5, 0.1], x_init=jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match="1-D"):
+        solvers.heun(key, score, vp, [[1.0, 0.5], [0.4, 0.1]], n=4)
+    # orders that do not exist
+    for order in (0, 4, "2"):
+        with pytest.raises(ValueError, match="order"):
+            solvers.dpm_solver(key, score, vp, [1.0, 0.5, 0.1], n=4, order=order)
+    with pytest.raises(ValueError, match="order"):
+        solvers.dpm_solver_pp(key, score, vp, [1.0, 0.5, 0.1], n=4, order=0)
+    # fewer steps than the solver needs: a grid of one time has no step at all
+    for fn in (solvers.heun, solvers.dpm_solver, solvers.edm_stochastic):
+        with pytest.raises(ValueError, match="at least 1 steps"):
+            fn(key, score, vp, [1.0], n=4)
+    # the grid factory and the churn parameters
+    with pytest.raises(ValueError, match="num_steps"):
+        solvers.time_grid(vp, 0)
+    with pytest.raises(ValueError, match="t_min"):
+        solvers.time_grid(vp, 10, t_min=1.5)
+    with pytest.raises(ValueError, match="t_min"):
+        solvers.time_grid(vp, 10, t_min=0.0)
+    with pytest.raises(ValueError, match="s_tmin"):
+        solvers.edm_stochastic(key, score, vp, [1.0, 0.1], n=4, s_tmin=2.0, s_tmax=1.0)
+    with pytest.raises(ValueError, match="s_noise"):
+        solvers.edm_stochastic(key, score, vp, [1.0, 0.1], n=4, s_noise=0.0)
+
+
+def test_padded_scan_equals_the_steps_one_by_one(nine):
+    """The scan runs a fixed length (``_padded_steps``) and skips steps past N: the result
+    equals the step functions applied one by one, for several N sharing one compilation.
+    In float64, so that jit's and eager's float32 roundings do not differ at sigma_bar ~ 150."""
+    vp = VPSDE()
+    with jax.enable_x64():
+        score = exact_score(vp, denoisers.to_float64(nine))
+        ctx = solvers._Ctx(vp, score)
+        x0 = jax.random.normal(jax.random.key(2), (32, 2), jnp.float64)
+        for num in (2, 5, 9):
+            grid = solvers.time_grid(vp, num, "log_snr")
+            out = solvers.dpm_solver_pp(None, score, vp, grid, x_init=x0, return_trajectory=True)
+            x, memory = x0, (jnp.zeros_like(x0), jnp.zeros((), jnp.float64))
+            for i in range(num):
+                x, memory = solvers._dpmpp_step(2)(ctx, x, memory, grid[i], grid[i + 1], None)
+                np.testing.assert_allclose(out.trajectory[i + 1], x, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(out.samples, ctx.data(x, grid[-1]), rtol=1e-10, atol=1e-10)
+            assert out.trajectory.shape == (num + 2, 32, 2) and out.nfe == num + 1
+    assert solvers._padded_steps(1) == solvers._padded_steps(64) == 64
+    assert solvers._padded_steps(65) == 128 and solvers._padded_steps(2048) == 2048
 
 
 @pytest.mark.slow
