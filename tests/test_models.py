@@ -359,9 +359,9 @@ def test_anisotropic_moons_reach_the_floor():
     # sigma_min. MMD^2 in the unstretched frame against held-out moons, at the bar of the
     # chapters (2e-3; two independent samples of 5000 moons give |MMD^2| ~ 1e-4).
     stretch = jnp.array([1.0, 1000.0])
-    x = data.two_moons(jax.random.key(0), 10_000) * stretch
+    x = data.two_moons(jax.random.key(0), 10_000) * stretch[None, :]
     fitted = models.fit(jax.random.key(1), x, "vp", progress=False)
-    out = models.sample(jax.random.key(2), fitted, 5000).samples / stretch
+    out = models.sample(jax.random.key(2), fitted, 5000).samples / stretch[None, :]
     held = data.two_moons(jax.random.key(3), 5000)
     assert float(metrics.mmd2(out, held)) <= 2e-3
     np.testing.assert_allclose(jnp.std(out, axis=0) / jnp.std(held, axis=0), 1.0, atol=0.05)
