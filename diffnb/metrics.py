@@ -184,6 +184,17 @@ def _assign(x, means):
     return jnp.argmin(sq, axis=-1)
 
 
+def distance_to_modes(x: jax.Array, mixture: data.GaussianMixture) -> jax.Array:
+    """Each point's distance to the nearest component mean mu_k, shape (n,).
+
+    The chapters count points farther than a few component standard deviations from every
+    mode as stranded (notebooks/comparison.md, notebooks/training.md): no metric above
+    weights them by how far they went.
+    """
+    x = _check_mixture_samples(x, mixture, "x")
+    return jnp.min(jnp.linalg.norm(x[:, None, :] - mixture.means[None, :, :], axis=-1), axis=1)
+
+
 @jax.jit
 def _mode_tv(x, mixture):
     k = mixture.num_components

@@ -185,3 +185,13 @@ def test_metrics_reject_bad_arguments(nine):
         metrics.mode_tv(jnp.zeros((10, 3)), nine)
     with pytest.raises(ValueError, match="repeats"):
         metrics.noise_floor(key, nine, repeats=0)
+
+
+def test_distance_to_modes_is_the_distance_to_the_nearest_mean():
+    mixture = data.nine_gaussians()
+    x = jnp.array([[0.0, 0.0], [3.0, 4.0], [-2.0, -2.5], [10.0, 2.0]])
+    np.testing.assert_allclose(
+        metrics.distance_to_modes(x, mixture), [0.0, np.sqrt(5.0), 0.5, 8.0], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="^x"):
+        metrics.distance_to_modes(jnp.ones((3, 3)), mixture)
