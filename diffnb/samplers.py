@@ -36,6 +36,7 @@ __all__ = [
     "annealed_langevin",
     "ddpm_ancestral",
     "ddim",
+    "ddim_timesteps",
     "euler_maruyama",
     "predictor_corrector",
     "probability_flow_ode",
@@ -254,13 +255,18 @@ def ddpm_ancestral(
     return _result(x, path, schedule.betas.shape[0])
 
 
-def _ddim_indices(num_train_steps: int, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Evenly spaced indices tau_S > ... > tau_1 from N-1 down to 0, and the index after each.
-
-    The step after tau_1 is -1, meaning abar := 1 (the clean data).
-    """
-    tau = np.round(np.linspace(num_train_steps - 1, 0, num_steps)).astype(np.int32)
-    return tau, np.append(tau[1:], -1).astype(np.int32)
+def ddim_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
+    """DDIM's default grid: S = ``num_steps`` 0-based indices tau_S > ... > tau_1 of the N =
+    ``num_train_steps`` schedule steps, evenly spaced from N-1 down to 0 and rounded
+    (notebooks/ddpm.md, eq. ``ddpm-ddim``). Step index i is paper time i + 1, so the matching
+    continuous times of a 1000-step schedule are (tau + 1) / N (notebooks/sampling.md)."""
+    num_train_steps = check_positive_int(num_train_steps, "num_train_steps")
+    num_steps = check_positive_int(num_steps, "num_steps")
+    if num_steps > num_train_steps:
+        raise ValueError(
+            f"num_steps must be at most the schedule's {num_train_steps} steps, got {num_steps}"
+        )
+    return np.round(np.linspace(num_train_steps - 1, 0, num_steps)).astype(np.int32)
 
 
 def _check_timesteps(timesteps, num_train_steps: int) -> np.ndarray:
@@ -332,12 +338,7 @@ def ddim(
     if (num_steps is None) == (timesteps is None):
         raise ValueError("num_steps or timesteps must be given, and not both")
     if timesteps is None:
-        num_steps = check_positive_int(num_steps, "num_steps")
-        if num_steps > num_train_steps:
-            raise ValueError(
-                f"num_steps must be at most the schedule's {num_train_steps} steps, got {num_steps}"
-            )
-        tau, _ = _ddim_indices(num_train_steps, num_steps)
+        tau = ddim_timesteps(num_train_steps, num_steps)
     else:
         tau = _check_timesteps(timesteps, num_train_steps)
     x, path = _ddim(key, eps_fn, schedule, n, dim, jnp.asarray(tau), bool(return_trajectory))

@@ -313,3 +313,11 @@ def test_ddim_on_given_timesteps_is_ddim_on_that_sub_schedule(nine, ddpm1000):
         samplers.ddim(key, eps_fn, ddpm1000, n, timesteps=even).samples,
         samplers.ddim(key, eps_fn, ddpm1000, n, num_steps=12).samples,
     )
+
+
+def test_ddim_timesteps_span_the_schedule_evenly():
+    np.testing.assert_array_equal(samplers.ddim_timesteps(1000, 4), [999, 666, 333, 0])
+    np.testing.assert_array_equal(samplers.ddim_timesteps(10, 10), np.arange(9, -1, -1))
+    for bad, name in [((10, 11), "num_steps"), ((0, 1), "num_train_steps"), ((10, 0), "num_steps")]:
+        with pytest.raises(ValueError, match=name):
+            samplers.ddim_timesteps(*bad)

@@ -134,7 +134,7 @@ def test_ddim_is_dpm_solver_1():
     schedule = schedules.ddpm_schedule(betas)
     key = jax.random.key(3)
     ddim = samplers.ddim(key, schedules.exact_eps(schedule, nine), schedule, n, num_steps)
-    tau, _ = samplers._ddim_indices(num_train, num_steps)
+    tau = samplers.ddim_timesteps(num_train, num_steps)
     x_init = jax.random.normal(key, (n, 2))  # the draw inside samplers.ddim
     grid = (tau + 1) / num_train
     ours = solvers.dpm_solver(None, exact_score(vp, nine), vp, grid, order=1, x_init=x_init)
