@@ -90,8 +90,10 @@ check-book: browser $(STAMP)
 	$(BIN)/python scripts/check_book.py $(HTML)
 
 # ---------------------------------------------------------------- tests
+# The unit tests run in JOBS processes (pytest-xdist), as the notebooks do: one JAX process
+# leaves most of the second core idle on small networks.
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not torch"
+	$(BIN)/python -m pytest tests -m "not torch" -n $(JOBS) --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow and not torch"
