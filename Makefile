@@ -9,7 +9,7 @@
 #   make serve       preview the built book on http://127.0.0.1:8000
 #   make setup       only create or update .venv
 #   make notebooks   make or refresh notebooks/*.ipynb from notebooks/*.md (jupytext --sync)
-#   make lint        ruff on the package and on the notebooks' code; `make format` rewrites the package
+#   make lint        ruff on the package and on the notebooks' code; `make format` rewrites the package and the notebooks' code
 #   make clean       remove _build and the generated .ipynb files
 #
 # LOCK=requirements/lock.txt pins every package; `make test LOCK=` installs the newest
@@ -135,6 +135,7 @@ lint: $(STAMP)
 format: $(STAMP)
 	ruff check --fix diffnb tests scripts benchmarks
 	ruff format diffnb tests scripts benchmarks
+	$(BIN)/python scripts/lint_notebooks.py --fix $(NOTEBOOKS)
 
 clean:
 	rm -rf _build intro.ipynb notebooks/*.ipynb notebooks/.ipynb_checkpoints .ruff_cache

@@ -9,11 +9,16 @@ an expression whose value the notebook shows, is not a finding. Markdown cells a
 Reports name ``<name>.ipynb:cell N:line:col``: N counts the code and markdown cells of the
 notebook, from 1. Exits non-zero if ruff finds anything in any notebook.
 
-Usage: python scripts/lint_notebooks.py intro.md notebooks/*.md
+With ``--fix`` (``make format``), ruff's safe fixes and its formatter are applied to those
+notebooks instead, and each code cell's new source is written back into its ``.md`` (the
+markdown cells and cell metadata are kept as they are).
+
+Usage: python scripts/lint_notebooks.py [--fix] intro.md notebooks/*.md
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +30,23 @@ import jupytext
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def write_back(path: Path, fixed: Path) -> bool:
+    """Copy the code cells of the fixed notebook into ``path`` (.md); True if it changed."""
+    notebook, new = jupytext.read(path), jupytext.read(fixed)
+    for cell, fixed_cell in zip(notebook.cells, new.cells, strict=True):
+        if cell.cell_type == "code":
+            cell.source = fixed_cell.source.rstrip("\n")
+    text = jupytext.writes(notebook, fmt="md:myst")
+    text = re.sub(r"\n +jupytext_version: [^\n]*", "", text, count=1)  # jupytext.toml's filter
+    if text == path.read_text():
+        return False
+    path.write_text(text)
+    return True
+
+
 def main(paths: list[str]) -> int:
+    fix = "--fix" in paths
+    paths = [p for p in paths if p != "--fix"]
     if not paths:
         print("lint_notebooks: no notebooks given")
         return 0
@@ -40,6 +61,14 @@ def main(paths: list[str]) -> int:
             jupytext.write(jupytext.read(path), target, fmt="ipynb")
             names.append(rel.as_posix())
         status = 0
+        if fix:
+            for command in (["check", "--fix"], ["format"]):
+                cmd = [ruff, *command, "--config", str(config), "--no-cache", *names]
+                subprocess.run(cmd, cwd=tmp)
+            for path, name in zip(map(Path, paths), names, strict=True):
+                if write_back(path, Path(tmp) / name):
+                    print(f"lint_notebooks: rewrote the code cells of {path}")
+            return 0
         for command in (["check"], ["format", "--check", "--diff"]):
             cmd = [ruff, *command, "--config", str(config), "--no-cache", *names]
             result = subprocess.run(cmd, cwd=tmp)
