@@ -137,9 +137,7 @@ def test_reconstruction_guidance_is_exact_for_one_isotropic_gaussian(t):
     x = 2.0 * jax.random.normal(jax.random.PRNGKey(7), (200, 2))
     tt = jnp.full((200,), t)
     a = 0.3
-    guided = conditional.reconstruction_guidance(
-        exact_score(SDE, GAUSSIAN), SDE, [0], [a], TAU, 2
-    )
+    guided = conditional.reconstruction_guidance(exact_score(SDE, GAUSSIAN), SDE, [0], [a], TAU, 2)
     truth = _closed_form(x, tt, a)
     err = float(jnp.max(jnp.abs(guided(x, tt) - truth)) / jnp.max(jnp.abs(truth)))
     assert err < 1e-4, err
