@@ -48,8 +48,11 @@ __all__ = [
     "ClassifierFreeGuidance",
     "classifier_guidance",
     "classifier_free_guidance",
+    "learned_classifier_grad",
     "Imputation",
     "imputation",
+    "ReconstructionGuidance",
+    "reconstruction_guidance",
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -309,6 +312,31 @@ def classifier_free_guidance(
     )
 
 
+def learned_classifier_grad(apply, params, num_classes: int) -> LabelledFn:
+    """fn(x, t, k) = grad_x log p_theta(k | x, t) of a learned classifier, (n, d).
+
+    ``apply(params, rng, x, t) -> (n, K)`` normalised log-probabilities
+    (``networks.sde_classifier_model``). The classifier acts on each point alone, so the
+    gradient of the sum over points of log p_theta(k_i | x_i) is the per-point gradient. The
+    signature is ``classifier_grad``'s, so it plugs into ``classifier_guidance``
+    (notebooks/guidance.md, eq. ``guidance-bayes``). ``k`` is a scalar label or one per point.
+    """
+    num_classes = check_positive_int(num_classes, "num_classes")
+
+    def fn(x: jax.Array, t: jax.Array, k) -> jax.Array:
+        x = sde_lib._check_points(x)
+        t = sde_lib._per_point(t, x)
+        k = _check_labels(k, x.shape[0], num_classes)
+
+        def total(x_):
+            log_p = apply(params, None, x_, t)
+            return jnp.sum(jnp.take_along_axis(log_p, k[:, None], axis=1))
+
+        return jax.grad(total)(x)
+
+    return fn
+
+
 # ---------------------------------------------------------------------------------------------
 # Imputation by replacement: a hook for the scan-based samplers.
 
@@ -360,3 +388,77 @@ def imputation(sde: sde_lib.SDE, observed, value, dim: int) -> Imputation:
     if not isinstance(a, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(a))):
         raise ValueError("value must be finite")
     return Imputation(sde, tuple(int(i) for i in idx), a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconstruction guidance (diffusion posterior sampling) through Tweedie's denoiser.
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReconstructionGuidance:
+    """s(x, t) + grad_x log N(a; x0_hat(x, t)_A, r_t^2 I): reconstruction guidance (DPS).
+
+    Tweedie's denoiser x0_hat = (x + s_t^2 s(x, t)) / m_t (with (m_t, s_t) =
+    sde.marginal(t)) stands in for the unknown x_0 in the likelihood of the observation
+    x_A = a (Chung et al. 2023), with the variance rule
+
+        r_t^2 = tau^2 sigma_bar_t^2 / (tau^2 + sigma_bar_t^2),   sigma_bar_t = s_t / m_t,
+
+    the posterior variance of x_0 given x_t when the data are N(mu, tau^2 I). For such data
+    x0_hat is the exact posterior mean and p(x_A = a | x_t) = N(a; x0_hat_A, r_t^2 I) exactly,
+    so the guided score is the exact noised score of the conditional law; for other data it
+    is an approximation (notebooks/guidance.md, eq. ``guidance-dps``). ``score_fn``, ``sde``
+    and ``observed`` are static; ``value`` (a) and ``tau`` are leaves, so a sweep over them
+    compiles once under an outer ``jax.jit``.
+    """
+
+    score_fn: ScoreFn
+    sde: sde_lib.SDE
+    observed: tuple[int, ...]
+    value: jax.Array
+    tau: jax.Array
+
+    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        x = sde_lib._check_points(x)
+        t = sde_lib._per_point(t, x)
+        idx = _check_observed(list(self.observed), x.shape[1])
+        m, s = self.sde.marginal(t)
+        sigma_bar2 = jnp.square(s / m)
+        r2 = self.tau**2 * sigma_bar2 / (self.tau**2 + sigma_bar2)
+
+        def log_likelihood(x_):
+            score = self.score_fn(x_, t)
+            x0_hat = (x_ + jnp.square(s)[:, None] * score) / m[:, None]
+            residual = self.value[None] - x0_hat[:, idx]
+            return -0.5 * jnp.sum(jnp.square(residual) / r2[:, None]), score
+
+        grad, score = jax.grad(log_likelihood, has_aux=True)(x)
+        return score + grad
+
+    def tree_flatten(self):
+        return (self.value, self.tau), (self.score_fn, self.sde, self.observed)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*aux, *children)
+
+
+def reconstruction_guidance(
+    score_fn: ScoreFn, sde: sde_lib.SDE, observed, value, tau, dim: int
+) -> ReconstructionGuidance:
+    """Build ``ReconstructionGuidance`` for points of ``dim`` coordinates, checking
+    ``observed`` (distinct indices in [0, dim) leaving one free), ``value`` (finite, shape
+    (|A|,)) and ``tau`` (a finite positive scalar); raises ValueError naming the argument."""
+    if not isinstance(sde, sde_lib.SDE):
+        raise ValueError(f"sde must be a diffnb.sde.SDE, got {type(sde).__name__}")
+    idx = _check_observed(observed, check_positive_int(dim, "dim"))
+    a = jnp.asarray(value, jnp.float32)
+    if a.shape != (idx.size,):
+        raise ValueError(f"value must have shape ({idx.size},), got {a.shape}")
+    if not isinstance(a, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(a))):
+        raise ValueError("value must be finite")
+    tau = _check_scale(tau, "tau")
+    if not isinstance(tau, jax.core.Tracer) and not float(tau) > 0:
+        raise ValueError(f"tau must be positive, got {float(tau)}")
+    return ReconstructionGuidance(score_fn, sde, tuple(int(i) for i in idx), a, tau)

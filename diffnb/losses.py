@@ -29,6 +29,7 @@ __all__ = [
     "likelihood_time_sampler",
     "drop_labels",
     "cfg_dsm_loss",
+    "classifier_loss",
 ]
 
 
@@ -244,5 +245,61 @@ def cfg_dsm_loss(apply, sde, num_classes: int, drop_prob: float = 0.1, **dsm_kwa
         k = drop_labels(key_drop, batch["k"], int(num_classes), drop_prob)
         inner = dsm_loss(lambda p, r, x, t: apply(p, r, x, t, k), sde, **dsm_kwargs)
         return inner(params, key_dsm, batch["x"])
+
+    return loss_fn
+
+
+def _labelled_batch(batch) -> tuple[jax.Array, jax.Array]:
+    """(x (n, d), k (n,)) from a batch ``(x, k)`` or ``{"x": x, "k": k}``; checks shapes."""
+    if isinstance(batch, dict):
+        if set(batch) != {"x", "k"}:
+            raise ValueError(f"batch must have the keys 'x' and 'k', got {sorted(batch)}")
+        x, k = batch["x"], batch["k"]
+    elif isinstance(batch, tuple | list) and len(batch) == 2:
+        x, k = batch
+    else:
+        raise ValueError("batch must be a pair (x, k) or a dict {'x': x, 'k': k}")
+    if x.ndim != 2:
+        raise ValueError(f"batch x must have shape (n, d), got {x.shape}")
+    if k.ndim != 1 or k.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"batch labels k must have shape ({x.shape[0]},) to match x, got {k.shape}"
+        )
+    if not jnp.issubdtype(k.dtype, jnp.integer):
+        raise ValueError(f"batch labels k must be integers, got dtype {k.dtype}")
+    return x, k
+
+
+def classifier_loss(apply, sde, eps: float = 1e-5):
+    """Cross-entropy of a noise-conditional classifier on noised labelled data.
+
+        L(theta) = E_{t ~ U(eps, T)} E_{(x_0, k), z} [ -log p_theta(k | m_t x_0 + s_t z, t) ],
+
+    (m_t, s_t) = sde.marginal(t), notebooks/guidance.md, eq. ``guidance-classifier-loss``
+    (Song et al. 2021, appendix I). Its minimiser over all functions is the exact noised
+    classifier p_t(k | x), and its value there is E_t H(k | x_t), the conditional entropy of
+    the label given the noised point.
+
+    Args:
+      apply: model ``apply(params, rng, x, t) -> log p (n, K)``, normalised
+        (``networks.sde_classifier_model``).
+      sde: an ``SDE``.
+      eps: smallest time, in (0, T).
+
+    The batch is ``(x, k)`` (or ``{"x": x, "k": k}``): points (n, d) and integer labels (n,)
+    of the same length, else ValueError.
+    """
+    if not 0.0 < eps < sde.T:
+        raise ValueError(f"eps must be in (0, T = {sde.T}), got {eps}")
+
+    def loss_fn(params, key, batch):
+        x, k = _labelled_batch(batch)
+        key_time, key_noise, key_model = jax.random.split(key, 3)
+        n = x.shape[0]
+        t = jax.random.uniform(key_time, (n,), x.dtype, minval=eps, maxval=sde.T)
+        scale, std = sde.marginal(t)
+        z = jax.random.normal(key_noise, x.shape, x.dtype)
+        log_p = apply(params, key_model, scale[:, None] * x + std[:, None] * z, t)
+        return -jnp.mean(jnp.take_along_axis(log_p, k[:, None].astype(jnp.int32), axis=1))
 
     return loss_fn

@@ -41,11 +41,13 @@ __all__ = [
     "NetworkConfig",
     "sinusoidal_embedding",
     "score_network",
+    "classifier_network",
     "with_labels",
     "num_params",
     "ncsn_score_model",
     "sde_score_model",
     "ddpm_eps_model",
+    "sde_classifier_model",
 ]
 
 # Continuous time t in [0, T] is shown to the embedding as TIME_SCALE * t / T, the range of a
@@ -126,7 +128,11 @@ def sinusoidal_embedding(c: jax.Array, dim: int, max_positions: float = 10_000.0
 
 
 def _mlp(
-    config: NetworkConfig, x: jax.Array, c: jax.Array, k: jax.Array | None = None
+    config: NetworkConfig,
+    x: jax.Array,
+    c: jax.Array,
+    k: jax.Array | None = None,
+    out_features: int | None = None,
 ) -> jax.Array:
     if x.ndim != 2 or x.shape[1] != config.output_dim:
         raise ValueError(f"x must have shape (n, {config.output_dim}), got {x.shape}")
@@ -147,10 +153,11 @@ def _mlp(
         key = hk.maybe_next_rng_key()
         if key is not None:  # dropout only when a key is given, i.e. at training time
             h = hk.dropout(key, config.dropout_rate, h)
-    out = hk.Linear(config.output_dim, name="out")(h)
+    width = config.output_dim if out_features is None else out_features
+    out = hk.Linear(width, name="out")(h)
     if config.linear_skip:
         zeros = hk.initializers.Constant(0.0)
-        out = out + hk.Linear(config.output_dim, with_bias=False, w_init=zeros, name="skip")(x)
+        out = out + hk.Linear(width, with_bias=False, w_init=zeros, name="skip")(x)
     return out
 
 
@@ -165,6 +172,26 @@ def score_network(config: NetworkConfig = NetworkConfig()) -> hk.Transformed:
     if config.num_classes is not None:  # init(key, x, c, k), apply(params, rng, x, c, k)
         return hk.transform(lambda x, c, k: _mlp(config, x, c, k))
     return hk.transform(lambda x, c: _mlp(config, x, c))
+
+
+def classifier_network(config: NetworkConfig, num_classes: int) -> hk.Transformed:
+    """A noise-conditional classifier: the score MLP's body with ``num_classes`` logits out.
+
+    ``init(key, x, c)`` and ``apply(params, rng, x, c)`` take points x (n, d) with
+    d = ``config.output_dim`` and the conditioning value c (n,), as ``score_network`` does,
+    and return unnormalised logits (n, num_classes); log p_t(k | x) is their log-softmax
+    (notebooks/guidance.md, eq. ``guidance-classifier-loss``). ``config.num_classes`` must be
+    None: the classifier takes no label as input. Wrap ``apply`` with
+    ``sde_classifier_model`` for continuous time.
+    """
+    if not isinstance(config, NetworkConfig):
+        raise ValueError(f"config must be a NetworkConfig, got {type(config).__name__}")
+    if config.num_classes is not None:
+        raise ValueError("config.num_classes must be None for a classifier (no label input)")
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
+    num_classes = int(num_classes)
+    return hk.transform(lambda x, c: _mlp(config, x, c, out_features=num_classes))
 
 
 def with_labels(make_model, net_apply, *args, **kwargs):
@@ -233,5 +260,22 @@ def ddpm_eps_model(net_apply, num_steps: int) -> ModelFn:
 
     def apply(params, rng, x, i):
         return net_apply(params, rng, x, scale * (i + 1).astype(x.dtype))
+
+    return apply
+
+
+def sde_classifier_model(net_apply, sde, time_scale: float = TIME_SCALE) -> ModelFn:
+    """Classifier log-probabilities log p_t(k | x) = log_softmax(net(x, time_scale t / T)).
+
+    ``net_apply`` is the apply of ``classifier_network``; the model returns (n, K)
+    normalised log-probabilities at time t (n,) of ``sde`` (notebooks/guidance.md, eq.
+    ``guidance-classifier-loss``). The time embedding is ``sde_score_model``'s.
+    """
+    if not (math.isfinite(time_scale) and time_scale > 0):
+        raise ValueError(f"time_scale must be a finite positive number, got {time_scale}")
+    scale = time_scale / sde.T
+
+    def apply(params, rng, x, t):
+        return jax.nn.log_softmax(net_apply(params, rng, x, scale * t), axis=-1)
 
     return apply
