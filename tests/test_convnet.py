@@ -119,3 +119,18 @@ def test_bad_label_type_or_shape_and_bad_c_raise():
 def test_bad_config_raises(kwargs):
     with pytest.raises(ValueError):
         convnet.ConvNetConfig(**{"channels": (8, 16), "num_groups": 4, **kwargs})
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patch_convolution_equals_xla_convolution(stride):
+    # The patch-matrix 3x3 convolution against XLA's own convolution with the same weights.
+    import haiku as hk
+
+    conv = hk.transform(lambda h: convnet._conv3x3(h, 5, "c", stride=stride))
+    h = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    p = conv.init(jax.random.key(1), h)
+    w = p["c"]["w"].reshape(3, 3, 3, 5)  # (row, column, in, out)
+    expected = jax.lax.conv_general_dilated(
+        h, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(conv.apply(p, None, h), expected + p["c"]["b"][None, None, None], atol=1e-5)
