@@ -133,4 +133,5 @@ def test_patch_convolution_equals_xla_convolution(stride):
     expected = jax.lax.conv_general_dilated(
         h, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
-    np.testing.assert_allclose(conv.apply(p, None, h), expected + p["c"]["b"][None, None, None], atol=1e-5)
+    expected = expected + p["c"]["b"][None, None, None]
+    np.testing.assert_allclose(conv.apply(p, None, h), expected, atol=1e-5)
