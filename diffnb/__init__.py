@@ -2,8 +2,9 @@
 
 Modules, one job each: ``data`` (mixtures and their exact noised score), ``digits`` (the 8x8
 digits: split, scaling, bits per dimension, density baselines), ``digits_eval`` (their reference
-classifier, Frechet distance and memorisation check), ``conditional``
-(labels, exact classifiers and conditional scores, guided scores), ``metrics``,
+classifier, Frechet distance and memorisation check), ``convnet`` (their small convolutional
+network), ``conditional`` (labels, exact classifiers and conditional scores, guided scores),
+``metrics``,
 ``sde`` and ``schedules`` (forward processes), ``networks``, ``losses``, ``training``,
 ``samplers``, ``denoisers`` and ``solvers`` (few-step sampling), ``preconditioning`` (EDM's
 denoiser, noise levels and loss weight), ``likelihood``, ``models`` (the one-call path),
@@ -13,6 +14,7 @@ denoiser, noise levels and loss weight), ``likelihood``, ``models`` (the one-cal
 from diffnb import (
     checkpoint,
     conditional,
+    convnet,
     data,
     denoisers,
     digits,
@@ -34,6 +36,7 @@ from diffnb import (
 __all__ = [
     "checkpoint",
     "conditional",
+    "convnet",
     "data",
     "denoisers",
     "digits",
