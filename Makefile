@@ -90,12 +90,10 @@ check-book: browser $(STAMP)
 	$(BIN)/python scripts/check_book.py $(HTML)
 
 # ---------------------------------------------------------------- tests
-# One process: the one-call fit tests sit near their bars, and under pytest-xdist (-n 2) three
-# of them came out differently (December 2026: the sub-VP and edm expected failures passed, the
-# README's far point ran past max_nfe). Round-off that differs between the two set-ups is the
-# suspect, not yet confirmed. Parallel unit tests wait until those tests are robust to it.
+# The unit tests run in JOBS processes (pytest-xdist), as the notebooks do: one JAX process
+# leaves most of the second core idle on small networks.
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not torch" --durations=15
+	$(BIN)/python -m pytest tests -m "not torch" -n $(JOBS) --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow and not torch"
