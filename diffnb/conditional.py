@@ -375,10 +375,10 @@ class Imputation:
         return cls(*aux, *children)
 
 
-def imputation(sde: sde_lib.SDE, observed, value, dim: int) -> Imputation:
-    """Build ``Imputation`` for points of ``dim`` coordinates, checking that ``observed`` are
-    distinct indices in [0, dim) leaving one free and that ``value`` is finite, shape (|A|,);
-    raises ValueError naming the argument."""
+def _check_observation(sde, observed, value, dim) -> tuple[tuple[int, ...], jax.Array]:
+    """(observed indices, a) for an observation x_A = a of points of ``dim`` coordinates:
+    ``observed`` distinct indices in [0, dim) leaving one free, ``value`` finite of shape
+    (|A|,); raises ValueError naming the argument (also for an ``sde`` that is not an SDE)."""
     if not isinstance(sde, sde_lib.SDE):
         raise ValueError(f"sde must be a diffnb.sde.SDE, got {type(sde).__name__}")
     idx = _check_observed(observed, check_positive_int(dim, "dim"))
@@ -387,7 +387,14 @@ def imputation(sde: sde_lib.SDE, observed, value, dim: int) -> Imputation:
         raise ValueError(f"value must have shape ({idx.size},), got {a.shape}")
     if not isinstance(a, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(a))):
         raise ValueError("value must be finite")
-    return Imputation(sde, tuple(int(i) for i in idx), a)
+    return tuple(int(i) for i in idx), a
+
+
+def imputation(sde: sde_lib.SDE, observed, value, dim: int) -> Imputation:
+    """Build ``Imputation`` for points of ``dim`` coordinates, checking that ``observed`` are
+    distinct indices in [0, dim) leaving one free and that ``value`` is finite, shape (|A|,);
+    raises ValueError naming the argument."""
+    return Imputation(sde, *_check_observation(sde, observed, value, dim))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,15 +457,8 @@ def reconstruction_guidance(
     """Build ``ReconstructionGuidance`` for points of ``dim`` coordinates, checking
     ``observed`` (distinct indices in [0, dim) leaving one free), ``value`` (finite, shape
     (|A|,)) and ``tau`` (a finite positive scalar); raises ValueError naming the argument."""
-    if not isinstance(sde, sde_lib.SDE):
-        raise ValueError(f"sde must be a diffnb.sde.SDE, got {type(sde).__name__}")
-    idx = _check_observed(observed, check_positive_int(dim, "dim"))
-    a = jnp.asarray(value, jnp.float32)
-    if a.shape != (idx.size,):
-        raise ValueError(f"value must have shape ({idx.size},), got {a.shape}")
-    if not isinstance(a, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(a))):
-        raise ValueError("value must be finite")
+    observed, a = _check_observation(sde, observed, value, dim)
     tau = _check_scale(tau, "tau")
     if not isinstance(tau, jax.core.Tracer) and not float(tau) > 0:
         raise ValueError(f"tau must be positive, got {float(tau)}")
-    return ReconstructionGuidance(score_fn, sde, tuple(int(i) for i in idx), a, tau)
+    return ReconstructionGuidance(score_fn, sde, observed, a, tau)
