@@ -93,7 +93,7 @@ check-book: browser $(STAMP)
 # The unit tests run in JOBS processes (pytest-xdist), as the notebooks do: one JAX process
 # leaves most of the second core idle on small networks.
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not torch" -n $(JOBS) --durations=15
+	$(BIN)/python -m pytest tests -m "not torch" -n $(JOBS) --dist worksteal --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow and not torch"
