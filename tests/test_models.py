@@ -155,7 +155,7 @@ VAR_RATIO_HIGH = {"subvp": 1.15}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", models.MODELS)
+@pytest.mark.parametrize("model", [m for m in models.MODELS if m != "edm"])  # edm: below
 def test_defaults_reach_the_noise_floor_on_the_nine_gaussians(nine, model):
     # The chapters' bar at n = 5000: mode TV <= 0.05, MMD^2 <= 2e-3, variance ratio 0.9-1.1.
     x = data.sample(jax.random.key(12345), nine, 10_000)
@@ -353,18 +353,22 @@ def test_repr_is_compact(vp):
         assert part in text, text
 
 
-@pytest.mark.slow
-def test_anisotropic_moons_reach_the_floor():
-    # Two moons stretched by [1, 1000]: per-axis standardisation keeps both axes above
-    # sigma_min. MMD^2 in the unstretched frame against held-out moons, at the bar of the
-    # chapters (2e-3; two independent samples of 5000 moons give |MMD^2| ~ 1e-4).
+def test_a_stretched_axis_leaves_the_standardised_model_unchanged():
+    # Per-axis standardisation: moons stretched by [1, 1000] are the same data in the model's
+    # frame, so training and sampling are the same up to round-off, and the stretched axis stays
+    # far above sigma_min. The quality of the vp fit on moons is the README test's.
     stretch = jnp.array([1.0, 1000.0])
-    x = data.two_moons(jax.random.key(0), 10_000) * stretch[None, :]
-    fitted = models.fit(jax.random.key(1), x, "vp", progress=False)
-    out = models.sample(jax.random.key(2), fitted, 5000).samples / stretch[None, :]
-    held = data.two_moons(jax.random.key(3), 5000)
-    assert float(metrics.mmd2(out, held)) <= 2e-3
-    np.testing.assert_allclose(jnp.std(out, axis=0) / jnp.std(held, axis=0), 1.0, atol=0.05)
+    x = data.two_moons(jax.random.key(0), 2000)
+    plain, stretched = _fit("vp", x), _fit("vp", x * stretch[None, :])
+    np.testing.assert_allclose(stretched.scale / plain.scale, stretch, rtol=1e-5)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(plain.params), jax.tree_util.tree_leaves(stretched.params),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    a = models.sample(jax.random.key(2), plain, 200, num_steps=50).samples
+    b = models.sample(jax.random.key(2), stretched, 200, num_steps=50).samples
+    np.testing.assert_allclose(b / stretch[None, :], a, atol=1e-3)
 
 
 @pytest.mark.slow
@@ -394,6 +398,13 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     assert namespace["samples"].shape == (5000, 2) and namespace["ode"].shape == (5000, 2)
     log_p = np.asarray(namespace["log_p"])
     assert np.all(np.isfinite(log_p)) and log_p[-1] < log_p[:-1].min()
+    # The chapters' bar, MMD^2 <= 2e-3 against held-out moons (two independent samples of 5000
+    # moons give |MMD^2| ~ 1e-4), and the spread of each axis within 5%.
+    held = data.two_moons(jax.random.key(3), 5000)
+    for name in ("samples", "ode"):
+        out = namespace[name]
+        assert float(metrics.mmd2(out, held)) <= 2e-3, name
+        np.testing.assert_allclose(jnp.std(out, axis=0) / jnp.std(held, axis=0), 1.0, atol=0.05)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,4 +490,5 @@ def test_edm_one_call_meets_the_bars_on_hard_mixtures(name):
     truth = -float(jnp.mean(data.log_prob(mixture, held)))
     assert 0.95 <= float(scores.var_ratio) <= EDM_VAR_RATIO_HIGH.get(name, 1.05), scores
     assert float(scores.mode_tv) <= 0.03, scores
+    assert float(scores.mmd2) <= 2e-3, scores  # the chapters' bar, as for the other models
     assert nll <= truth + 0.1, (nll, truth)
