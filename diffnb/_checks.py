@@ -45,6 +45,13 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def check_nonnegative_int(value, name: str) -> int:
+    """Return ``value`` as an int, or raise ValueError naming ``name`` if it is not >= 0."""
+    if isinstance(value, bool) or int(value) != value or int(value) < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    return int(value)
+
+
 def check_data_matrix(x, name: str) -> jax.Array:
     """``check_samples`` for training data, which must also have more rows than columns.
 

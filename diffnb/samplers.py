@@ -27,7 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate
 
-from diffnb._checks import check_positive, check_positive_int, check_samples
+from diffnb._checks import (
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    check_samples,
+)
 from diffnb.schedules import DDPMSchedule, NCSNSchedule
 from diffnb.sde import SDE, VPSDE, SubVPSDE
 
@@ -38,6 +43,7 @@ __all__ = [
     "ddim",
     "ddim_timesteps",
     "euler_maruyama",
+    "langevin_correct",
     "predictor_corrector",
     "probability_flow_ode",
 ]
@@ -443,6 +449,28 @@ def _corrector_alpha(sde, t_n, h):
     return jnp.ones_like(t_n)
 
 
+def langevin_correct(key, score_at, x, snr, alpha, steps):
+    """``steps`` Langevin corrections at one noise level (eq. ``sde-pc``, notebooks/sde.md):
+
+        eta = 2 alpha (r ||z|| / ||s||)^2,   x <- x + eta s(x) + sqrt(2 eta) z,
+
+    with r = ``snr``, s = ``score_at(x)`` and ||z||, ||s|| the batch means of the per-point
+    norms (as in score_sde: a per-point ratio explodes at the centre of a mode, where s ~ 0).
+    ``alpha`` is a scalar or one value per point. Shared by both predictor-corrector samplers.
+    """
+
+    def langevin(x, key_j):
+        z = jax.random.normal(key_j, x.shape, x.dtype)
+        s = score_at(x)
+        z_norm = jnp.mean(jnp.linalg.norm(z, axis=-1))
+        s_norm = jnp.mean(jnp.linalg.norm(s, axis=-1))
+        eta = jnp.broadcast_to(2.0 * alpha * (snr * z_norm / s_norm) ** 2, x.shape[:1])[:, None]
+        return x + eta * s + jnp.sqrt(2.0 * eta) * z, None
+
+    x, _ = jax.lax.scan(langevin, x, jax.random.split(key, steps))
+    return x
+
+
 @partial(
     jax.jit,
     static_argnames=(
@@ -458,18 +486,7 @@ def _predictor_corrector(
 
     def corrector(x, t_n, h, key_c):
         alpha = _corrector_alpha(sde, t_n, h)
-
-        def langevin(x, key_j):
-            z = jax.random.normal(key_j, x.shape)
-            s = score_fn(x, t_n)
-            # Batch-mean norms, as in score_sde: a per-point ratio explodes where s ~ 0.
-            z_norm = jnp.mean(jnp.linalg.norm(z, axis=-1))
-            s_norm = jnp.mean(jnp.linalg.norm(s, axis=-1))
-            step = 2.0 * alpha * (snr * z_norm / s_norm) ** 2  # (n,)
-            return x + step[:, None] * s + jnp.sqrt(2.0 * step)[:, None] * z, None
-
-        x, _ = jax.lax.scan(langevin, x, jax.random.split(key_c, corrector_steps))
-        return x
+        return langevin_correct(key_c, lambda y: score_fn(y, t_n), x, snr, alpha, corrector_steps)
 
     def predict(x, t_n, h, z, is_last):
         if predictor == "euler_maruyama":
@@ -537,9 +554,7 @@ def predictor_corrector(
     num_steps = check_positive_int(num_steps, "num_steps")
     predictor = _check_choice(predictor, "predictor", ("reverse_diffusion", "euler_maruyama"))
     snr = check_positive(snr, "snr")
-    corrector_steps = int(corrector_steps)
-    if corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be a non-negative integer, got {corrector_steps}")
+    corrector_steps = check_nonnegative_int(corrector_steps, "corrector_steps")
     _check_hook(hook)
     x, path = _predictor_corrector(
         key, score_fn, sde, n, dim, num_steps, predictor, snr, corrector_steps, eps,

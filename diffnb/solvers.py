@@ -20,7 +20,9 @@ skipped, so a sweep over N compiles once per length, not once per N:
 - ``dpm_solver`` of order 1, 2, 3: Lu et al.'s single-step exponential integrators with the
   noise prediction (order 1 is DDIM; eqs. ``sampling-exp-integrator``, ``sampling-dpm``);
 - ``dpm_solver_pp``: DPM-Solver++(2M), multistep, data prediction (eq. ``sampling-dpmpp``);
-- ``edm_stochastic``: EDM's Algorithm 2, churn then a Heun step (eq. ``sampling-churn``).
+- ``edm_stochastic``: EDM's Algorithm 2, churn then a Heun step (eq. ``sampling-churn``);
+- ``predictor_corrector``: Song et al.'s Langevin corrector and reverse-diffusion predictor
+  on any grid, in y = x / m_t and sigma_bar (notebooks/sde.md, eq. ``sde-pc``).
 
 The last step. Each solver integrates the ODE down to the grid's last time t_N > 0, where
 sigma_bar is small but not zero; with ``denoise=True`` (the default) it then returns
@@ -41,7 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate
 
-from diffnb._checks import check_positive, check_positive_int, check_samples
+from diffnb._checks import (
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    check_samples,
+)
 from diffnb.denoisers import (
     _check_process,
     log_snr,
@@ -49,7 +56,7 @@ from diffnb.denoisers import (
     time_of_log_snr,
     time_of_sigma_bar,
 )
-from diffnb.samplers import SamplerResult
+from diffnb.samplers import SamplerResult, langevin_correct
 from diffnb.sde import SDE
 
 __all__ = [
@@ -60,6 +67,7 @@ __all__ = [
     "dpm_solver",
     "dpm_solver_pp",
     "edm_stochastic",
+    "predictor_corrector",
     "reference_solve",
 ]
 
@@ -267,6 +275,25 @@ def _edm_stochastic_step(churn, s_tmin, s_tmax, s_noise, num_steps):
     return step
 
 
+@cache
+def _pc_step(snr, corrector_steps):
+    def step(ctx, x, memory, t0, t1, key):
+        key_c, key_p = jax.random.split(key)
+        c0, c1 = _coef(ctx.sde, t0), _coef(ctx.sde, t1)
+        t_vec = jnp.full((x.shape[0],), t0, x.dtype)
+        # Langevin at t0 (alpha = 1; the step is the same in x and in y = x / m).
+        x = langevin_correct(key_c, lambda u: ctx.score_fn(u, t_vec), x, snr, 1.0,
+                             corrector_steps)  # fmt: skip
+        # Reverse diffusion in y, a VE process in sigma_bar: grad_y log p = m s(x, t), and
+        # y <- y + (sb0^2 - sb1^2) grad_y log p + sqrt(sb0^2 - sb1^2) z.
+        var = c0.sb**2 - c1.sb**2
+        z = jax.random.normal(key_p, x.shape, x.dtype)
+        y = x / c0.m + var * c0.m * ctx.score_fn(x, t_vec) + jnp.sqrt(var) * z
+        return c1.m * y, memory
+
+    return step
+
+
 # ---------------------------------------------------------------------------------------------
 # The one loop.
 
@@ -442,7 +469,31 @@ def edm_stochastic(key, score_fn, sde, grid, n=None, dim=2, churn=10.0, s_tmin=0
                 stochastic=True)  # fmt: skip
 
 
-for _solver in (euler, heun, dpm_solver, dpm_solver_pp, edm_stochastic):
+def predictor_corrector(key, score_fn, sde, grid, n=None, dim=2, snr=0.16, corrector_steps=1,
+                        x_init=None, denoise=True,
+                        return_trajectory=False) -> SamplerResult:  # fmt: skip
+    """Predictor-corrector sampling (Song et al. 2021, Algorithms 2 and 4) on any grid.
+
+    ``samplers.predictor_corrector`` steps uniformly in t; this one takes the grids of the
+    solvers (EDM's, say), in y = x / m_t, a VE process in sigma_bar. Each step from t_i to
+    t_{i+1} first runs ``corrector_steps`` Langevin corrections at t_i with the step set by the
+    signal-to-noise ratio r = ``snr`` (``samplers.langevin_correct``, alpha = 1), then one
+    reverse-diffusion step, the ancestral step of the VE process:
+
+        y <- y + (sigma_bar_i^2 - sigma_bar_{i+1}^2) grad_y log p(y) + sqrt(same) z,
+
+    with grad_y log p = m_t s(x, t) (notebooks/sde.md, eq. ``sde-pc``). For VE and EDMProcess
+    (m = 1) this is Song et al.'s Algorithm 2 on that grid. ``nfe = (1 + corrector_steps) N
+    (+1)``.
+    """
+    snr = check_positive(snr, "snr")
+    corrector_steps = check_nonnegative_int(corrector_steps, "corrector_steps")
+    step = _pc_step(snr, int(corrector_steps))
+    return _run(key, score_fn, sde, grid, n, dim, x_init, denoise, return_trajectory, step,
+                1 + int(corrector_steps), stochastic=True)  # fmt: skip
+
+
+for _solver in (euler, heun, dpm_solver, dpm_solver_pp, edm_stochastic, predictor_corrector):
     _solver.__doc__ += _DOC_ARGS
 
 

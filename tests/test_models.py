@@ -362,7 +362,8 @@ def test_a_stretched_axis_leaves_the_standardised_model_unchanged():
     plain, stretched = _fit("vp", x), _fit("vp", x * stretch[None, :])
     np.testing.assert_allclose(stretched.scale / plain.scale, stretch, rtol=1e-5)
     for a, b in zip(
-        jax.tree_util.tree_leaves(plain.params), jax.tree_util.tree_leaves(stretched.params),
+        jax.tree_util.tree_leaves(plain.params),
+        jax.tree_util.tree_leaves(stretched.params),
         strict=True,
     ):
         np.testing.assert_allclose(a, b, atol=1e-4)
