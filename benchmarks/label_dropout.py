@@ -23,30 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffnb import conditional, data, losses, metrics, networks, samplers, training
+from diffnb import cfg, data, metrics, samplers
 from diffnb.sde import VPSDE
 
 MIXTURE, SDE = data.nine_gaussians(), VPSDE()
 CLASSES = {"centre": 4, "edge": 1, "corner": 0, "rarest": 8}
 P_DROPS, SEEDS = (0.1, 0.2, 0.3), (0, 1)
-
-
-def train_cfg(key: jax.Array, p_drop: float):
-    """The chapter's CFG network trained with label dropout ``p_drop``: (apply, EMA params)."""
-    key_data, key_init, key_fit = jax.random.split(key, 3)
-    config = networks.NetworkConfig(
-        hidden_dims=(64, 64), embedding_dim=64, linear_skip=True, num_classes=9
-    )
-    net = networks.score_network(config)
-    x, k = conditional.sample_with_labels(key_data, MIXTURE, 50_000)
-    params = net.init(key_init, x[:1], jnp.zeros(1), k[:1])
-    apply = networks.with_labels(networks.sde_score_model, net.apply, SDE, time_scale=50.0)
-    loss = losses.cfg_dsm_loss(apply, SDE, 9, p_drop)
-    fit = training.train(
-        key_fit, loss, params, {"x": x, "k": k}, num_steps=4000, batch_size=512,
-        ema_decay=0.999, ema_warmup=True, progress=False,
-    )  # fmt: skip
-    return apply, fit.ema_params
 
 
 def scores(key: jax.Array, apply, params) -> tuple[list[float], float, float]:
@@ -73,8 +55,8 @@ def main() -> None:
         for seed in SEEDS:
             start = time.perf_counter()
             key_train, key_sample = jax.random.split(jax.random.fold_in(jax.random.key(7), seed))
-            apply, params = train_cfg(key_train, p_drop)
-            ratios, null_ratio, null_tv = scores(key_sample, apply, params)
+            model = cfg.train_cfg(key_train, MIXTURE, p_drop, sde=SDE)
+            ratios, null_ratio, null_tv = scores(key_sample, model.apply, model.params)
             worst = np.max(np.abs(np.array(ratios) - 1))
             print(f"| {p_drop} | {seed} | {', '.join(f'{r:.3f}' for r in ratios)} | {worst:.3f} "
                   f"| {null_ratio:.3f} | {null_tv:.3f} | {time.perf_counter() - start:.0f} |",

@@ -93,3 +93,22 @@ def test_short_cfg_training_lowers_the_loss():
     )
     assert after < 0.8 * before, (before, after)
     assert isinstance(params, dict) and hk.data_structures.tree_size(params) > 0
+
+
+def test_train_cfg_gives_the_labelled_and_the_null_scores(nine):
+    from diffnb import cfg
+
+    model = cfg.train_cfg(jax.random.key(3), nine, 0.3, num_points=2000, num_steps=300)
+    assert model.losses.shape == (300,)
+    assert float(model.losses[-50:].mean()) < float(model.losses[:50].mean())
+    x, t = jax.random.normal(jax.random.key(4), (6, 2)), jnp.full(6, 0.4)
+    null = model.apply(model.params, None, x, t, jnp.full(6, 9, jnp.int32))
+    np.testing.assert_array_equal(model.unconditional(x, t), null)
+    labels = model.apply(model.params, None, x, t, jnp.full(6, 2, jnp.int32))
+    np.testing.assert_array_equal(model.conditional(x, t, 2), labels)
+    assert not np.allclose(labels, null)
+    for p_drop in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="p_drop"):
+            cfg.train_cfg(jax.random.key(3), nine, p_drop)
+    with pytest.raises(ValueError, match="num_points"):
+        cfg.train_cfg(jax.random.key(3), nine, num_points=0)
