@@ -6,16 +6,16 @@
 notebooks/digits.md trains its MLP for 7,000 steps and its conv net for 500, the 90 s each
 buys on two CPU cores, and compares them by the Frechet distance of class-conditional samples.
 This script runs that chapter itself, unchanged except for the conv net's step count, up to the
-comparison, once per count, and writes the comparison table of every run to
-benchmarks/results/digits_conv_budget.csv, which the chapter shows. Running the chapter rather
-than a copy of it keeps the protocol (split, keys, loss, sampler, score) the chapter's own.
+comparison, once per count, and prints the ``SIDE_RUNS`` table that the chapter's side
+experiment stores, with the date and machine. Running the chapter rather than a copy of it
+keeps the protocol (split, keys, loss, sampler, score) the chapter's own; the chapter checks
+the stored MLP values against its own run.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import time
@@ -27,7 +27,6 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = ROOT / "notebooks" / "digits.md"
-RESULTS = ROOT / "benchmarks" / "results" / "digits_conv_budget.csv"
 BUDGET_LINE = 'TRAIN_STEPS = {"MLP": 7_000, "conv net": 500}'
 LAST_CELL = "comparison = pd.DataFrame(comparison).T"
 
@@ -64,15 +63,16 @@ def main() -> None:
     for steps in args.steps:
         start = time.perf_counter()
         table = comparison_at(steps)
-        for name, row in table.iterrows():
-            rows.append({"conv net steps": steps, "network": name, **row.to_dict()})
+        rows.append((steps, table.loc["conv net"], table.loc["MLP"]))
         print(table.to_string(), f"\n({time.perf_counter() - start:.0f} s)", flush=True)
-    out = pd.DataFrame(rows)
-    RESULTS.parent.mkdir(exist_ok=True)
-    machine = f"{os.cpu_count()} cores, {platform.machine()}"
-    RESULTS.write_text(f"# {json.dumps({'machine': machine, 'date': time.strftime('%Y-%m-%d')})}\n"
-                       + out.to_csv(index=False))  # fmt: skip
-    print(f"wrote {RESULTS}")
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, {time.strftime('%Y-%m-%d')}"
+    command = " ".join(["python benchmarks/digits_conv_budget.py", *map(str, args.steps)])
+    print(f"# Measured by `{command}` ({machine}).")
+    print("SIDE_RUNS = {  # conv net steps: (training s, Fréchet distance of the conv net, MLP)")
+    for steps, conv, mlp in rows:
+        print(f"    {steps}: ({conv['training s']:.1f}, {conv['Fréchet distance']:.4f}, "
+              f"{mlp['Fréchet distance']:.4f}),")  # fmt: skip
+    print("}")
 
 
 if __name__ == "__main__":
