@@ -1,6 +1,6 @@
 """The digits chapter's network comparison at longer conv-net budgets, a side experiment.
 
-    python benchmarks/digits_conv_budget.py            # about 15 minutes on 2 cores
+    python benchmarks/digits_conv_budget.py            # about 13 minutes on 2 cores
     python benchmarks/digits_conv_budget.py 2000 4000  # the conv net's step counts
 
 notebooks/digits.md trains its MLP for 7,000 steps and its conv net for 500, the 90 s each
