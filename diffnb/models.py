@@ -18,10 +18,11 @@ discretises (``FittedModel.sde``: VE for NCSN, VP for DDPM).
 
 PC is the predictor-corrector sampler (reverse-diffusion predictor, Langevin corrector) and
 ALD annealed Langevin dynamics. edm is Karras et al.'s (2022) recipe (notebooks/training.md,
-``diffnb.preconditioning``): the denoiser D = c_skip u + c_out F(c_in u; c_noise) with
-sigma_d = 1 (the standardised data's per-axis standard deviation), log sigma_bar ~ N(-1.2,
-1.2^2), the weight 1/c_out^2, and Heun's method on EDM's grid (``diffnb.solvers``) from
-sigma_bar = 80 to 0.002, 64 steps (129 evaluations).
+``diffnb.preconditioning``): the denoiser D = c_skip u + c_out F(c_in u; c_noise), F the
+chapters' MLP with three hidden layers (``EDM_HIDDEN_DIMS``), sigma_d = 1 (the standardised
+data's per-axis standard deviation), log sigma_bar ~ N(-1.2, 1.2^2), the weight 1/c_out^2,
+and Heun's method on EDM's grid (``diffnb.solvers``) from sigma_bar = 80 to 0.002, 64 steps
+(129 evaluations).
 
 Coordinates. By default the data are standardised axis by axis, u_j = (x_j - shift_j) /
 scale_j with the data mean and each axis's standard deviation, so that the processes' fixed
@@ -91,6 +92,9 @@ DDPM_STEPS = 1000
 # edm: sigma_d of the standardised data, and the smallest level of its sampling grid.
 EDM_SIGMA_DATA = 1.0
 EDM_SIGMA_MIN = 0.002
+# edm's default widths: a third hidden layer took the one-call nine Gaussians' variance ratio
+# from 1.041 to 1.004 (mean of 3 sampling keys; tests/test_models.py) for ~20% more fit time.
+EDM_HIDDEN_DIMS = (256, 256, 256)
 # standardize="single" (or False) warns when the axes' standard deviations differ this much.
 ANISOTROPY_WARNING = 100.0
 
@@ -379,6 +383,8 @@ def _sde_loss(apply, process):
 
 def _check_network(network, model: str, dim: int):
     if network is None:
+        if model == "edm":
+            return networks.NetworkConfig(output_dim=dim, hidden_dims=EDM_HIDDEN_DIMS)
         return networks.NetworkConfig(output_dim=dim, linear_skip=model in ("vp", "subvp"))
     if isinstance(network, networks.NetworkConfig):
         if network.output_dim != dim:
@@ -430,7 +436,8 @@ def fit(
         a short run's EMA does not keep the weight of its first, untrained iterates
         (``training.train``); False keeps ema_decay from the first step.
       network: the network's sizes, a ``NetworkConfig``; default ``NetworkConfig(output_dim=d)``
-        with ``linear_skip=True`` for vp and subvp (see below). Or a network of your own: a
+        with ``linear_skip=True`` for vp and subvp (see below), and with three hidden layers,
+        ``EDM_HIDDEN_DIMS``, for edm. Or a network of your own: a
         Haiku transformed pair with ``init(key, u, c)`` and ``apply(params, rng, u, c) -> (n,
         d)``, c (n,) the conditioning of ``networks.score_network``; such a model is saved
         without its code, so ``load`` then needs the same ``network``.
@@ -459,10 +466,11 @@ def fit(
     with x, as the score of their N(0, I) prior does (notebooks/sde.md); without it subvp's
     modes came out 37% too wide (vp 9.5%), while ve with it gave 1.102. At 5,000 steps the
     modes stay 13-19% too wide (vp, measured without the skip): the score is then still off by
-    about 10% near t ~ 0.05-0.1, where the modes' width is decided. edm with the defaults,
-    measured once on 10,000 points (tests/test_models.py, n = 5000, Heun): variance ratio /
-    mode TV / held-out NLL gap 1.054 / 0.017 / 0.022 on the nine Gaussians, 1.000 / 0.021 /
-    0.031 on eight narrow modes, 1.032 / 0.027 / 0.035 on sixteen modes of unequal weights.
+    about 10% near t ~ 0.05-0.1, where the modes' width is decided. edm with the defaults on
+    10,000 points (tests/test_models.py, n = 5000, Heun, means over 3 sampling keys): variance
+    ratio / mode TV / held-out NLL gap 1.004 / 0.020 / 0.008 on the nine Gaussians, 0.969 /
+    0.020 / 0.020 on eight narrow modes, 1.001 / 0.027 / 0.016 on sixteen modes of unequal
+    weights; with two hidden layers the nine Gaussians' variance ratio was 1.041.
     """
     key = check_key(key)
     if resume is not None:
