@@ -436,6 +436,9 @@ def test_edm_model_is_the_preconditioned_denoiser_on_its_process(points, tmp_pat
     ).all()
     with pytest.raises(ValueError, match="time_scale"):
         _fit("edm", points, num_steps=1, time_scale=5.0)
+    # edm is fit's model when none is named, with a third hidden layer (the one-call bars below).
+    default = models.fit(jax.random.key(0), points, num_steps=1, batch_size=32, progress=False)
+    assert default.model == "edm" and default.network.hidden_dims == (256, 256, 256)
     with pytest.raises(ValueError, match="sampler"):
         models.sample(jax.random.key(0), fitted, 5, "pc")
 
