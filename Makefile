@@ -1,8 +1,10 @@
 # diffnb: build the executable book and run every check.
 #
 #   make book        create .venv if needed, execute the notebooks, build _build/html
-#   make test        unit tests, notebooks (nbmake), book build with -W, browser check
-#   make test-fast   unit tests without the slow ones (the developer loop)
+#   make test        unit tests, notebooks (nbmake), book build with -W, browser check; ends with
+#                    a table of its stages' wall seconds (scripts/stages.py)
+#   make test-fast   unit tests without the full-budget fits (the developer loop)
+#   make test-slow   the full-budget fits whose figures the chapters and docstrings cite (weekly CI)
 #   make lab         JupyterLab; notebooks/*.md open as notebooks (jupytext pairing)
 #   make test-min    unit tests (not slow) against the lowest supported versions (.venv-min)
 #   make bench       check the PyTorch baseline, then time training and sampling (installs torch)
@@ -24,9 +26,6 @@ PYTHON ?= python3
 VENV ?= .venv
 LOCK ?= requirements/lock.txt
 JOBS ?= 2
-# PIN=1 pins each notebook's kernel to its own core; it did not measurably help on the
-# shared 2-core machine, so it is off by default.
-PIN ?=
 BIN := $(VENV)/bin
 # The notebook kernels and the tools run from the project environment.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -42,8 +41,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 MIN_VENV ?= .venv-min
 
-.PHONY: test-min bench help setup browser notebooks execute book test test-unit test-fast test-notebooks \
-        check-book lab serve lint format clean
+.PHONY: test-min bench help setup browser notebooks execute book html test test-unit test-fast \
+        test-slow test-notebooks check-book lab serve lint format clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -74,13 +73,17 @@ notebooks: $(STAMP)
 # Execute each notebook once, with nbmake, writing the outputs into its .ipynb; a notebook
 # whose .md and diffnb/ sources are unchanged since its last passing run is skipped.
 execute: $(STAMP)
-	$(BIN)/python scripts/execute_notebooks.py --jobs $(JOBS) $(if $(PIN),--pin) $(NOTEBOOKS)
+	$(BIN)/python scripts/execute_notebooks.py --jobs $(JOBS) $(NOTEBOOKS)
 
 test-notebooks: execute
 
 # ---------------------------------------------------------------- book
 # The book renders the executed .ipynb files; _config.yml turns execution off.
 book: execute
+	$(MAKE) html
+
+# The book from the notebooks as last executed.
+html: $(STAMP)
 	jupyter-book build . -n -W --keep-going
 
 # First the checker's own test (tests/book_check/: a clean page passes, a page with each
@@ -91,12 +94,17 @@ check-book: browser $(STAMP)
 
 # ---------------------------------------------------------------- tests
 # The unit tests run in JOBS processes (pytest-xdist), as the notebooks do: one JAX process
-# leaves most of the second core idle on small networks.
+# leaves most of the second core idle on small networks. `slow` tests (full-budget fits whose
+# figures are cited elsewhere) run in `make test-slow`, which the weekly workflow runs.
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not torch" -n $(JOBS) --dist worksteal --durations=15
+	$(BIN)/python -m pytest tests -m "not slow and not torch" -n $(JOBS) --dist worksteal \
+	  --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not slow and not torch"
+	$(BIN)/python -m pytest tests -m "not slow and not torch and not long"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest tests -m "slow and not torch" -n $(JOBS) --dist worksteal --durations=0
 
 # The package's floors (requirements/min.txt) in a venv of their own.
 test-min:
@@ -105,9 +113,9 @@ test-min:
 	  -e . 'pytest>=8.3' 'pytest-xdist>=3.6'
 	$(MIN_VENV)/bin/python -m pytest tests -m "not slow and not torch"
 
-test: test-unit
-	$(MAKE) book
-	$(MAKE) check-book
+test:
+	@$(PYTHON) scripts/stages.py "setup=$(MAKE) setup browser" "unit=$(MAKE) test-unit" \
+	  "notebooks=$(MAKE) execute" "build=$(MAKE) html" "browser check=$(MAKE) check-book"
 
 # ---------------------------------------------------------------- working on the book
 lab: notebooks

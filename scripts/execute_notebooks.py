@@ -6,10 +6,11 @@ For every ``notebooks/<name>.md`` given:
 2. the notebook is *stale* unless a stamp in ``_build/.executed/`` records a passing run
    with the same inputs (the .md text, every ``diffnb/*.py`` and the lock file) that
    produced the .ipynb as it is now;
-3. the stale notebooks run under ``pytest --nbmake --overwrite``, two at a time with
-   pytest-xdist (``--pin`` pins each worker and its kernel to one core, see
-   ``scripts/pin_cpu.py``); the executed outputs are written into the .ipynb, which the book
-   then renders with execution off;
+3. the stale notebooks run under ``pytest --nbmake --overwrite``, one pytest each, two at a
+   time, the longest first by the execution record; the executed outputs are written into
+   the .ipynb, which the book then renders with execution off. ``DIFFNB_MODEL_STORE`` is set to
+   ``_build/models``, so that a model several chapters share (``diffnb.build_cache``) is
+   trained by the first chapter that asks for it and loaded by the others;
 4. each notebook that passed gets a stamp, and its wall time under nbmake (from pytest's
    JUnit report) is recorded in ``_build/.executed/times.json``, which the intro's table of
    chapters reads (``scripts/chapter_table.py``).
@@ -17,12 +18,13 @@ For every ``notebooks/<name>.md`` given:
 A failing cell makes this script exit non-zero, so ``make book`` and ``make test`` stop.
 The failing .ipynb keeps its outputs and traceback for inspection.
 
-Usage: python scripts/execute_notebooks.py [--jobs N] [--pin] [--force] notebooks/*.md
+Usage: python scripts/execute_notebooks.py [--jobs N] [--force] notebooks/*.md
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import hashlib
 import json
@@ -35,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STAMPS = ROOT / "_build" / ".executed"
 TIMES = STAMPS / "times.json"
+MODEL_STORE = ROOT / "_build" / "models"
 CELL_TIMEOUT_S = 1800
 
 
@@ -88,7 +91,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("markdown", nargs="*", type=Path, help="notebooks/<name>.md files")
     parser.add_argument("--jobs", type=int, default=2, help="notebooks run at once")
-    parser.add_argument("--pin", action="store_true", help="pin each worker to one core")
     parser.add_argument("--force", action="store_true", help="run even if up to date")
     args = parser.parse_args()
     if args.jobs < 1:
@@ -113,27 +115,32 @@ def main() -> int:
     if not stale:
         return 0
 
-    junit = STAMPS / "junit.xml"
-    junit.unlink(missing_ok=True)
+    # Longest first, so that the two workers finish together; unrecorded ones count as long.
+    record = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    stale.sort(key=lambda path: -record.get(path.stem, {}).get("seconds", float("inf")))
+    env = dict(os.environ, DIFFNB_MODEL_STORE=str(MODEL_STORE))
+
+    def run(ipynb: Path) -> tuple[int, Path]:
+        junit = STAMPS / f"{ipynb.stem}.junit.xml"
+        junit.unlink(missing_ok=True)
+        cmd = [
+            sys.executable, "-m", "pytest", "--nbmake", "--overwrite",
+            f"--nbmake-timeout={CELL_TIMEOUT_S}",
+            "-p", "no:cacheprovider", "-o", "addopts=", "-o", "filterwarnings=",
+            f"--junitxml={junit}", "-q", str(ipynb.relative_to(ROOT)),
+        ]  # fmt: skip
+        return subprocess.run(cmd, cwd=ROOT, env=env).returncode, junit
+
     jobs = min(args.jobs, len(stale))
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(
-            filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])
-        ),
-    )
-    pin = ["-p", "pin_cpu"] if args.pin else []
-    cmd = [
-        sys.executable, "-m", "pytest", "--nbmake", "--overwrite",
-        f"--nbmake-timeout={CELL_TIMEOUT_S}", "-n", str(jobs), *pin,
-        "-p", "no:cacheprovider", "-o", "addopts=", "-o", "filterwarnings=",
-        f"--junitxml={junit}", "-q", *(str(path.relative_to(ROOT)) for path in stale),
-    ]  # fmt: skip
-    returncode = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(run, stale))
+    returncode = max(code for code, _ in results)
+    times = {}
+    for _, junit in results:
+        times.update(passed_notebooks(junit))
 
     # nbmake changed only the outputs, so the pair still matches and jupytext's contents
     # manager opens it in JupyterLab even though the .ipynb is now the newer file.
-    times = passed_notebooks(junit)
     passed = [path for path in stale if path.stem in times]
     for ipynb in passed:
         stamp = STAMPS / f"{ipynb.stem}.json"
