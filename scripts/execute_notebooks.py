@@ -2,7 +2,9 @@
 
 For every ``notebooks/<name>.md`` given:
 
-1. ``jupytext --sync`` makes or refreshes the paired ``notebooks/<name>.ipynb``;
+1. ``jupytext --update --to ipynb`` makes or refreshes the paired ``notebooks/<name>.ipynb``
+   from the .md, the source of truth (an .ipynb executed while its .md was being edited is
+   newer than the .md, and ``--sync`` would then write the old cells back over the edit);
 2. the notebook is *stale* unless a stamp in ``_build/.executed/`` records a passing run
    with the same inputs (the .md text, every ``diffnb/*.py`` and the lock file) that
    produced the .ipynb as it is now;
@@ -61,7 +63,8 @@ def stamp_for(ipynb: Path, shared: list[Path]) -> dict[str, str]:
 
 
 def jupytext_sync(markdown: list[Path]) -> None:
-    cmd = [sys.executable, "-m", "jupytext", "--sync", "--quiet", *map(str, markdown)]
+    cmd = [sys.executable, "-m", "jupytext", "--update", "--to", "ipynb", "--quiet"]
+    cmd += [str(path) for path in markdown]
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
