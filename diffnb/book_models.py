@@ -1,9 +1,8 @@
 """The book's trained models of the nine Gaussians: one recipe per model, shared by chapters.
 
-The NCSN, DDPM and SDE chapters train their model with the recipe below, the comparison chapter
-puts the five side by side, and the sampling chapter solves the VP model's probability-flow
-ODE. All of them call ``book_model``, so each model is trained once per build
-(``build_cache``) and every chapter that shows it shows the same fit.
+The comparison chapter trains the five models with the recipes below and puts them side by
+side; the sampling and training chapters take its VP model. All of them call ``book_model``,
+so each model is trained once per build (``build_cache``) and every chapter shows the same fit.
 
 The recipe: 50,000 training points; the MLP of ``networks`` with two hidden layers of 128 and a
 128-dimensional embedding of the noise level; 8,000 AdamW steps on batches of 512 with
