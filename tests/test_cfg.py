@@ -1,14 +1,13 @@
 """The class-conditional network and the classifier-free-guidance loss."""
 
-import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from diffnb import conditional, data, losses, networks
-from diffnb.sde import VPSDE
+from diffnb import conditional, losses, networks, training
+from diffnb.sde import VPSDE, exact_score
 
 SDE = VPSDE()
 CONFIG = networks.NetworkConfig(hidden_dims=(64, 64), embedding_dim=32, num_classes=9)
@@ -63,36 +62,61 @@ def test_cfg_loss_rejects_bad_arguments():
         losses.cfg_dsm_loss(apply, SDE, 9, weighting="x")
 
 
-def test_short_cfg_training_lowers_the_loss():
+def test_short_cfg_training_learns_the_labelled_and_the_null_scores(nine):
+    """300 Adam steps of training.train on the CFG loss close most of the gap to the loss of
+    the exact scores, and bring the network near both exact scores: grad log p_t(x | k) for
+    the labels and, through label dropout, grad log p_t(x) for the null label.
+
+    Measured (relative L2 error on 2000 noised points, init -> trained): labelled 1.44 -> 0.16
+    at t = 0.3 and 1.41 -> 0.09 at t = 0.6, null 1.99 -> 0.14 and 1.55 -> 0.11; the training
+    loss falls from 3.66 (first step) to 0.325 (mean of the last 50), 0.058 above the exact
+    scores' 0.267. With drop_prob = 0 the null label is never trained and its error stays at
+    1.56 and 0.87."""
     net, params, *_ = _init()
     apply = networks.with_labels(networks.sde_score_model, net.apply, SDE, time_scale=50.0)
     loss_fn = losses.cfg_dsm_loss(apply, SDE, 9, drop_prob=0.2)
-    x, k = conditional.sample_with_labels(jax.random.PRNGKey(2), data.nine_gaussians(), 4096)
+    x, k = conditional.sample_with_labels(jax.random.PRNGKey(2), nine, 4096)
     batch = {"x": x, "k": k}
-    opt = optax.adam(1e-3)
-    state = opt.init(params)
+    fit = training.train(
+        jax.random.key(100), loss_fn, params, batch, num_steps=300, batch_size=512,
+        optimizer=optax.adam(1e-3), progress=False,
+    )  # fmt: skip
+    assert fit.losses.shape == (300,) and fit.ema_params is None
 
-    @jax.jit
-    def step(params, state, key):
-        loss, grads = jax.value_and_grad(loss_fn)(params, key, batch)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state, loss
+    # The closed forms: labels 0..8 the components' scores, the null label 9 the mixture's.
+    labelled, marginal = conditional.class_conditional_score(SDE, nine), exact_score(SDE, nine)
 
-    eval_key = jax.random.PRNGKey(5)
-    before = float(
-        jnp.mean(
-            jnp.stack([loss_fn(params, jax.random.fold_in(eval_key, i), batch) for i in range(4)])
-        )
+    def exact_apply(params, rng, x, t, k):
+        return jnp.where((k == 9)[:, None], marginal(x, t), labelled(x, t, jnp.minimum(k, 8)))
+
+    # The last 50 steps' mini-batch losses against the loss of the exact scores, its floor.
+    exact_loss = jax.jit(losses.cfg_dsm_loss(exact_apply, SDE, 9, drop_prob=0.2))
+    keys = jax.random.split(jax.random.key(5), 4)
+    floor = float(jnp.mean(jnp.stack([exact_loss(None, key, batch) for key in keys])))
+    first, last = float(fit.losses[0]), float(jnp.mean(fit.losses[-50:]))
+    assert last - floor < 0.1 * (first - floor), (first, last, floor)
+
+    # 2000 labelled draws noised to t = 0.3 and t = 0.6, each read with its label and with
+    # the null label: four groups of 2000 rows, evaluated in one call.
+    x0, k0 = conditional.sample_with_labels(jax.random.PRNGKey(5), nine, 2000)
+    t = jnp.repeat(jnp.array([0.3, 0.6]), 2000)
+    m, s = SDE.marginal(t)
+    xt = m[:, None] * jnp.tile(x0, (2, 1)) + s[:, None] * jax.random.normal(
+        jax.random.PRNGKey(9), (4000, 2)
     )
-    for i in range(300):
-        params, state, _ = step(params, state, jax.random.PRNGKey(100 + i))
-    after = float(
-        jnp.mean(
-            jnp.stack([loss_fn(params, jax.random.fold_in(eval_key, i), batch) for i in range(4)])
-        )
-    )
-    assert after < 0.8 * before, (before, after)
-    assert isinstance(params, dict) and hk.data_structures.tree_size(params) > 0
+    xt, t = jnp.tile(xt, (2, 1)), jnp.tile(t, 2)
+    k = jnp.concatenate([k0, k0, jnp.full(4000, 9, jnp.int32)])
+    truth = np.asarray(jax.jit(exact_apply)(None, None, xt, t, k)).reshape(4, 2000, 2)
+    jitted_apply = jax.jit(apply)
+
+    def rel_errors(p):
+        out = np.asarray(jitted_apply(p, None, xt, t, k)).reshape(4, 2000, 2)
+        return np.linalg.norm(out - truth, axis=(1, 2)) / np.linalg.norm(truth, axis=(1, 2))
+
+    start, end = rel_errors(params), rel_errors(fit.params)
+    groups = ["labelled t=0.3", "labelled t=0.6", "null t=0.3", "null t=0.6"]
+    report = {g: (float(a), float(b)) for g, a, b in zip(groups, start, end, strict=True)}
+    assert np.all(start > 1.0) and np.all(end < 0.25), report
 
 
 def test_train_cfg_gives_the_labelled_and_the_null_scores(nine):

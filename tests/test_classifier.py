@@ -10,7 +10,6 @@ from diffnb import conditional, data, losses, networks
 from diffnb.sde import VPSDE, exact_score
 
 SDE = VPSDE()
-MIXTURE = data.nine_gaussians()
 CONFIG = networks.NetworkConfig(hidden_dims=(64, 64), embedding_dim=32, linear_skip=False)
 
 
@@ -21,12 +20,14 @@ def _classifier():
     return net, params, apply
 
 
-def _exact_apply(params, rng, x, t):
-    return conditional.classifier_log_prob(SDE, MIXTURE)(x, t)
+def _exact_apply(mixture):
+    """The exact classifier log p_t(k | x) of ``mixture`` as a model function."""
+    exact = conditional.classifier_log_prob(SDE, mixture)
+    return lambda params, rng, x, t: exact(x, t)
 
 
-def _labelled(n=4096, seed=2):
-    return conditional.sample_with_labels(jax.random.PRNGKey(seed), MIXTURE, n)
+def _labelled(mixture, n=4096, seed=2):
+    return conditional.sample_with_labels(jax.random.PRNGKey(seed), mixture, n)
 
 
 def test_classifier_outputs_normalised_log_probabilities():
@@ -37,20 +38,20 @@ def test_classifier_outputs_normalised_log_probabilities():
     np.testing.assert_allclose(np.exp(np.asarray(log_p)).sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_exact_classifier_has_lower_loss_than_a_random_net():
+def test_exact_classifier_has_lower_loss_than_a_random_net(nine):
     _, params, apply = _classifier()
-    batch = _labelled()
+    batch = _labelled(nine)
     key = jax.random.PRNGKey(3)
-    exact = float(losses.classifier_loss(_exact_apply, SDE)(None, key, batch))
+    exact = float(losses.classifier_loss(_exact_apply(nine), SDE)(None, key, batch))
     random = float(losses.classifier_loss(apply, SDE)(params, key, batch))
     # the random net is near log 9 = 2.20; the exact loss is E_t H(k | x_t) < log 9
     assert exact < random - 0.3 and exact < np.log(9) - 0.3
 
 
-def test_short_training_lowers_the_loss_and_the_gradient_error():
+def test_short_training_lowers_the_loss_and_the_gradient_error(nine):
     _, params, apply = _classifier()
     loss_fn = losses.classifier_loss(apply, SDE)
-    x, k = _labelled(8192)
+    x, k = _labelled(nine, 8192)
     opt = optax.adam(2e-3)
 
     @jax.jit
@@ -66,14 +67,14 @@ def test_short_training_lowers_the_loss_and_the_gradient_error():
         return p, curve
 
     trained, _ = run(params, jax.random.PRNGKey(4))
-    key_eval, batch = jax.random.PRNGKey(8), _labelled(8192, seed=9)
+    key_eval, batch = jax.random.PRNGKey(8), _labelled(nine, 8192, seed=9)
     before, after = (float(loss_fn(p, key_eval, batch)) for p in (params, trained))
-    exact = float(losses.classifier_loss(_exact_apply, SDE)(None, key_eval, batch))
+    exact = float(losses.classifier_loss(_exact_apply(nine), SDE)(None, key_eval, batch))
     # at least half the gap to the exact classifier's loss closed
     assert after - exact < 0.5 * (before - exact), (before, after, exact)
 
-    x_eval, k_eval = _labelled(2000, seed=5)
-    truth = conditional.classifier_grad(SDE, MIXTURE)
+    x_eval, k_eval = _labelled(nine, 2000, seed=5)
+    truth = conditional.classifier_grad(SDE, nine)
 
     def rel_error(p, t):
         grad = conditional.learned_classifier_grad(apply, p, 9)
@@ -85,20 +86,20 @@ def test_short_training_lowers_the_loss_and_the_gradient_error():
         assert after < 0.7 * before, (t, before, after)
 
 
-def test_learned_gradient_of_the_exact_log_probs_is_the_exact_gradient():
+def test_learned_gradient_of_the_exact_log_probs_is_the_exact_gradient(nine):
     # the helper differentiates whatever log-probabilities it is given: with the exact ones
     # it must return Bayes' gradient grad log p_t(x | k) - grad log p_t(x)
-    x, k = _labelled(500, seed=6)
+    x, k = _labelled(nine, 500, seed=6)
     t = jnp.full((500,), 0.4)
-    grad = conditional.learned_classifier_grad(_exact_apply, None, 9)(x, t, k)
-    truth = conditional.classifier_grad(SDE, MIXTURE)(x, t, k)
+    grad = conditional.learned_classifier_grad(_exact_apply(nine), None, 9)(x, t, k)
+    truth = conditional.classifier_grad(SDE, nine)(x, t, k)
     np.testing.assert_allclose(np.asarray(grad), np.asarray(truth), atol=2e-3, rtol=1e-3)
 
 
-def test_bad_inputs_raise():
+def test_bad_inputs_raise(nine):
     _, params, apply = _classifier()
     loss_fn = losses.classifier_loss(apply, SDE)
-    x, k = _labelled(64)
+    x, k = _labelled(nine, 64)
     with pytest.raises(ValueError, match="labels k must have shape"):
         loss_fn(params, jax.random.PRNGKey(0), (x, k[:10]))
     with pytest.raises(ValueError, match="integers"):
@@ -150,8 +151,11 @@ def test_reconstruction_guidance_is_exact_for_one_isotropic_gaussian(t):
     assert float(jnp.max(jnp.abs(wrong(x, tt) - truth)) / jnp.max(jnp.abs(truth))) > 1e-2
 
 
-def test_reconstruction_guidance_sweep_compiles_once_and_checks_inputs():
-    score = exact_score(SDE, MIXTURE)
+def test_reconstruction_guidance_sweep_compiles_once_with_each_value_and_tau():
+    """value and tau are leaves: one compilation serves the whole sweep, and each call uses
+    its own (a, tau), not the first one's baked in as constants. At tau = TAU the guided score
+    is the closed form; at other tau it is the eager (un-jitted) guided score."""
+    score = exact_score(SDE, GAUSSIAN)
     traces = []
 
     @jax.jit
@@ -159,16 +163,31 @@ def test_reconstruction_guidance_sweep_compiles_once_and_checks_inputs():
         traces.append(1)
         return guide(x, t)
 
-    x, t = jnp.ones((3, 2)), jnp.full((3,), 0.5)
-    for a, tau in ((0.0, 0.25), (1.0, 1.0), (3.0, 4.0)):
-        out = at(conditional.reconstruction_guidance(score, SDE, [0], [a], tau, 2), x, t)
-        assert bool(jnp.all(jnp.isfinite(out)))
+    x = 2.0 * jax.random.normal(jax.random.PRNGKey(11), (50, 2))
+    t = jnp.full((50,), 0.3)
+    outputs = []
+    for a, tau in ((0.0, TAU), (1.0, TAU), (3.0, TAU), (1.0, 3.0 * TAU), (1.0, 0.25 * TAU)):
+        guide = conditional.reconstruction_guidance(score, SDE, [0], [a], tau, 2)
+        out = at(guide, x, t)
+        np.testing.assert_allclose(out, guide(x, t), rtol=1e-5, atol=1e-5)
+        if tau == TAU:
+            truth = _closed_form(x, t, a)
+            err = float(jnp.max(jnp.abs(out - truth)) / jnp.max(jnp.abs(truth)))
+            assert err < 1e-4, (a, tau, err)
+        outputs.append(np.asarray(out))
     assert len(traces) == 1
-    with pytest.raises(ValueError, match="tau must be positive"):
-        conditional.reconstruction_guidance(score, SDE, [0], [0.0], 0.0, 2)
-    with pytest.raises(ValueError, match="tau must be finite"):
-        conditional.reconstruction_guidance(score, SDE, [0], [0.0], np.nan, 2)
-    with pytest.raises(ValueError, match="observed indices"):
-        conditional.reconstruction_guidance(score, SDE, [2], [0.0], 1.0, 2)
-    with pytest.raises(ValueError, match="value must be finite"):
-        conditional.reconstruction_guidance(score, SDE, [0], [np.inf], 1.0, 2)
+    for i, a in enumerate(outputs):  # every (a, tau) gives its own field
+        for b in outputs[i + 1 :]:
+            assert float(np.max(np.abs(a - b))) > 1e-2
+
+
+@pytest.mark.parametrize(
+    "observed, value, tau, match",
+    [([0], [0.0], 0.0, "^tau must be positive"), ([0], [0.0], np.nan, "^tau must be finite"),
+     ([2], [0.0], 1.0, "^observed indices"), ([0], [np.inf], 1.0, "^value must be finite")],
+    ids=["tau-zero", "tau-nan", "observed-out-of-range", "value-inf"],
+)  # fmt: skip
+def test_reconstruction_guidance_names_the_bad_argument(nine, observed, value, tau, match):
+    score = exact_score(SDE, nine)
+    with pytest.raises(ValueError, match=match):
+        conditional.reconstruction_guidance(score, SDE, observed, value, tau, 2)

@@ -114,10 +114,14 @@ def test_bad_label_type_or_shape_and_bad_c_raise():
 @pytest.mark.parametrize(
     "kwargs",
     [{"channels": (8,)}, {"channels": (8, 0)}, {"num_groups": 3}, {"embedding_dim": 5},
-     {"num_blocks": 0}, {"num_classes": 0}, {"max_positions": 1.0}],
+     {"embedding_dim": 2}, {"num_blocks": 0}, {"num_classes": 0}, {"max_positions": 1.0}],
+    ids=lambda kwargs: "-".join(f"{k}={v}" for k, v in kwargs.items()),
 )  # fmt: skip
 def test_bad_config_raises(kwargs):
-    with pytest.raises(ValueError):
+    """Each bad size is refused with a message that starts with its own name (so that an
+    error raised for another argument, or a failure later on, does not pass)."""
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=rf"^{name} must be "):
         convnet.ConvNetConfig(**{"channels": (8, 16), "num_groups": 4, **kwargs})
 
 

@@ -176,7 +176,7 @@ def test_mixture_baseline_beats_the_gaussian(split, gaussian):
     assert 2.5 < bpd_mix < 2.8
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_mixture_selected_on_validation_beats_the_gaussian(split, gaussian):
     sel = digits.select_mixture(jax.random.key(8), split.train.levels, split.validation.levels)
     assert sel.num_components == sel.candidates[int(np.argmin(sel.validation_bpd))]

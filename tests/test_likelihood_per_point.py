@@ -14,8 +14,8 @@ from diffnb import data, likelihood, sde
 
 
 @pytest.fixture(scope="module")
-def points(nine):
-    return data.sample(jax.random.key(2024), nine, 200)
+def points(nine_points):
+    return nine_points[:200]  # of tests/conftest.py's 1000 draws
 
 
 @pytest.mark.parametrize("process", [sde.VPSDE(), sde.VESDE()], ids=["vp", "ve"])
@@ -34,8 +34,8 @@ def test_per_point_solver_matches_the_mixture_density(nine, points, process):
     assert out.point_nfe.shape == (200,) and out.nfe >= out.point_nfe.max()
 
 
-def test_a_point_does_not_feel_its_batch(nine, points):
-    vp = sde.VPSDE()
+def test_a_point_does_not_feel_its_batch(nine, points, vp_sde):
+    vp = vp_sde
     score = sde.exact_score(vp, nine)
 
     def call(x):

@@ -68,7 +68,7 @@ def x0(nine):
     return data.sample(jax.random.key(0), nine, NUM_BATCHES * BATCH)
 
 
-SLOW = pytest.mark.slow
+LONG = pytest.mark.long
 
 
 @pytest.mark.parametrize(
@@ -77,10 +77,10 @@ SLOW = pytest.mark.slow
         "ncsn",
         "ddpm-simple",
         "vp-sigma2",
-        pytest.param("ddpm-elbo", marks=SLOW),
-        pytest.param("ve-sigma2", marks=SLOW),
-        pytest.param("subvp-sigma2", marks=SLOW),
-        pytest.param("vp-likelihood", marks=SLOW),
+        pytest.param("ddpm-elbo", marks=LONG),
+        pytest.param("ve-sigma2", marks=LONG),
+        pytest.param("subvp-sigma2", marks=LONG),
+        pytest.param("vp-likelihood", marks=LONG),
     ],
 )
 def test_exact_score_is_the_minimiser(setups, x0, name):
@@ -134,11 +134,11 @@ def _constant_sde(sde, eps, weight):
     ("name", "constant"),
     [
         ("vp-sigma2", _constant_sde(VPSDE(), 1e-5, "sigma2")),
-        pytest.param("ncsn", _constant_ncsn, marks=SLOW),
-        pytest.param("ddpm-simple", _constant_ddpm, marks=SLOW),
-        pytest.param("ve-sigma2", _constant_sde(VESDE(), 1e-5, "sigma2"), marks=SLOW),
-        pytest.param("subvp-sigma2", _constant_sde(SubVPSDE(), 1e-5, "sigma2"), marks=SLOW),
-        pytest.param("vp-likelihood", _constant_sde(VPSDE(), 1e-2, "likelihood"), marks=SLOW),
+        pytest.param("ncsn", _constant_ncsn, marks=LONG),
+        pytest.param("ddpm-simple", _constant_ddpm, marks=LONG),
+        pytest.param("ve-sigma2", _constant_sde(VESDE(), 1e-5, "sigma2"), marks=LONG),
+        pytest.param("subvp-sigma2", _constant_sde(SubVPSDE(), 1e-5, "sigma2"), marks=LONG),
+        pytest.param("vp-likelihood", _constant_sde(VPSDE(), 1e-2, "likelihood"), marks=LONG),
     ],
 )
 def test_value_at_the_exact_score_is_the_closed_form_constant(setups, x0, nine, name, constant):

@@ -136,7 +136,7 @@ def test_evaluate_and_beyond_floor(nine):
     assert float(scores.var_ratio) == pytest.approx(1 + 0.045 * 16, abs=0.05)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_stored_floor_matches_a_fresh_monte_carlo_run(nine):
     floor, scores = metrics.noise_floor(
         jax.random.key(7), nine, n=5000, repeats=12, return_scores=True

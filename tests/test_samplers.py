@@ -66,7 +66,7 @@ KEY = jax.random.key(1)  # one sampling key for every floor test
 LANGEVIN = {"levels": 20, "steps_per_level": 50, "step_size": 5e-5}  # 1000 score calls
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_annealed_langevin_reaches_floor(nine, ve):
     schedule = schedules.ncsn_from_ve(ve, LANGEVIN["levels"])
     result = samplers.annealed_langevin(
@@ -77,7 +77,7 @@ def test_annealed_langevin_reaches_floor(nine, ve):
     at_floor(result, nine)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_langevin_linear_step_rule_fails(nine, ve):
     """Pitfall: the same run with alpha_i proportional to sigma_i, not sigma_i^2, has steps
     up to 1000 times too small at the top levels and never leaves the wide initial cloud."""
@@ -89,7 +89,7 @@ def test_langevin_linear_step_rule_fails(nine, ve):
     assert float(metrics.mode_tv(wrong.samples, nine)) > 3 * MAX_TV
 
 
-@pytest.mark.slow  # 1000 steps; test_ancestral_indices_and_silent_last_step runs by default
+@pytest.mark.long  # 1000 steps; test_ancestral_indices_and_silent_last_step runs by default
 @pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
 def test_ddpm_ancestral_reaches_floor(nine, ddpm1000, variance):
     eps_fn = schedules.exact_eps(ddpm1000, nine)
@@ -107,7 +107,7 @@ def test_ddim_reaches_floor_on_a_subsequence(nine, ddpm1000):
 
 @pytest.mark.parametrize(
     "process, num_steps",
-    [("vp", 100), ("ve", 100), pytest.param("subvp", 200, marks=pytest.mark.slow)],
+    [("vp", 100), ("ve", 100), pytest.param("subvp", 200, marks=pytest.mark.long)],
 )
 def test_euler_maruyama_reaches_floor(nine, process, num_steps):
     forward = {"vp": sde.VPSDE(), "subvp": sde.SubVPSDE(), "ve": sde.VESDE()}[process]
@@ -120,7 +120,7 @@ def test_euler_maruyama_reaches_floor(nine, process, num_steps):
 @pytest.mark.parametrize(
     "process, predictor",
     [("vp", "reverse_diffusion")]
-    + [pytest.param(p, q, marks=pytest.mark.slow) for p, q in [
+    + [pytest.param(p, q, marks=pytest.mark.long) for p, q in [
         ("ve", "reverse_diffusion"), ("subvp", "reverse_diffusion"), ("vp", "euler_maruyama"),
         ("ve", "euler_maruyama"), ("subvp", "euler_maruyama")]],
 )  # fmt: skip
@@ -142,7 +142,7 @@ def test_predictor_alone_overdisperses_at_100_steps(nine, vp):
     assert float(metrics.variance_ratio(result.samples, nine)) > 1.08
 
 
-@pytest.mark.parametrize("process", ["vp", pytest.param("ve", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("process", ["vp", pytest.param("ve", marks=pytest.mark.long)])
 def test_probability_flow_reaches_floor_cheaply(nine, process):
     forward = {"vp": sde.VPSDE(), "ve": sde.VESDE()}[process]
     result = samplers.probability_flow_ode(KEY, sde.exact_score(forward, nine), forward, N)

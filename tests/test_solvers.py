@@ -124,9 +124,9 @@ def test_exponential_integrators_are_exact_for_one_point(name):
         assert np.max(np.abs(np.asarray(euler) - exact)) > 1e-2  # Euler in t is not exact
 
 
-def test_ddim_is_dpm_solver_1():
+def test_ddim_is_dpm_solver_1(nine):
     """samplers.ddim and dpm_solver(order=1) give the same points on the same (m, sigma)."""
-    vp, nine = VPSDE(), data.nine_gaussians()
+    vp = VPSDE()
     num_train, num_steps, n = 1000, 25, 200
     t_train = np.arange(1, num_train + 1) / num_train
     abar = np.exp(-np.asarray(vp.integrated_beta(jnp.asarray(t_train, jnp.float32)), np.float64))
@@ -217,69 +217,77 @@ def test_grid_predictor_corrector_samples_the_mixture(name, nine):
     assert predictor_only > 1.1 and corrected < predictor_only - 0.08, (predictor_only, corrected)
 
 
-def test_bad_input(nine):
-    vp = VPSDE()
-    score = exact_score(vp, nine)
-    key = jax.random.key(0)
-    with pytest.raises(ValueError, match="strictly decreasing"):
-        solvers.heun(key, score, vp, [1.0, 0.5, 0.5, 0.1], n=4)
-    with pytest.raises(ValueError, match="strictly decreasing"):
-        solvers.heun(key, score, vp, [0.1, 0.5, 1.0], n=4)
-    with pytest.raises(ValueError, match="positive"):
-        solvers.heun(key, score, vp, [1.0, 0.5, 0.0], n=4)
-    with pytest.raises(ValueError, match="order"):
-        solvers.dpm_solver(key, score, vp, [1.0, 0.1], n=4, order=4)
-    with pytest.raises(ValueError, match="order"):
-        solvers.dpm_solver_pp(key, score, vp, [1.0, 0.1], n=4, order=3)
-    with pytest.raises(ValueError, match="at least 2 steps"):
-        solvers.dpm_solver_pp(key, score, vp, [1.0, 0.1], n=4, order=2)
-    with pytest.raises(ValueError, match="at least 1 steps"):
-        solvers.euler(key, score, vp, [1.0], n=4)
-    with pytest.raises(ValueError, match="start at T"):
-        solvers.euler(key, score, vp, [0.5, 0.1], n=4)
-    with pytest.raises(ValueError, match="key"):
-        solvers.edm_stochastic(None, score, vp, [1.0, 0.1], x_init=jnp.zeros((4, 2)))
-    with pytest.raises(ValueError, match="kind"):
-        solvers.time_grid(vp, 10, "cosine")
-    with pytest.raises(ValueError, match="churn"):
-        solvers.edm_stochastic(key, score, vp, [1.0, 0.1], n=4, churn=-1.0)
-    # grids: non-finite, above T, not 1-D
-    with pytest.raises(ValueError, match="finite positive"):
-        solvers.dpm_solver(key, score, vp, [1.0, float("nan"), 0.1], n=4)
-    with pytest.raises(ValueError, match="finite positive"):
-        solvers.dpm_solver(key, score, vp, [1.0, 0.5, -0.1], n=4)
-    with pytest.raises(ValueError, match="at or below T"):
-        solvers.heun(key, score, vp, [2.0, 0.5, 0.1], x_init=jnp.zeros((4, 2)))
-    with pytest.raises(ValueError, match="1-D"):
-        solvers.heun(key, score, vp, [[1.0, 0.5], [0.4, 0.1]], n=4)
-    # orders that do not exist
-    for order in (0, 4, "2"):
-        with pytest.raises(ValueError, match="order"):
-            solvers.dpm_solver(key, score, vp, [1.0, 0.5, 0.1], n=4, order=order)
-    with pytest.raises(ValueError, match="order"):
-        solvers.dpm_solver_pp(key, score, vp, [1.0, 0.5, 0.1], n=4, order=0)
+# Bad input, one case each: (id, the start of the message, the call). Each call takes
+# (key, score, vp); the message must name the argument at fault.
+_X4 = jnp.zeros((4, 2))
+BAD_INPUT = [
+    ("grid-repeated-time", "grid must be strictly decreasing",
+     lambda key, s, vp: solvers.heun(key, s, vp, [1.0, 0.5, 0.5, 0.1], n=4)),
+    ("grid-increasing", "grid must be strictly decreasing",
+     lambda key, s, vp: solvers.heun(key, s, vp, [0.1, 0.5, 1.0], n=4)),
+    ("grid-ends-at-zero", "grid must hold finite positive times",
+     lambda key, s, vp: solvers.heun(key, s, vp, [1.0, 0.5, 0.0], n=4)),
+    ("grid-nan", "grid must hold finite positive times",
+     lambda key, s, vp: solvers.dpm_solver(key, s, vp, [1.0, float("nan"), 0.1], n=4)),
+    ("grid-negative", "grid must hold finite positive times",
+     lambda key, s, vp: solvers.dpm_solver(key, s, vp, [1.0, 0.5, -0.1], n=4)),
+    ("grid-above-T", "grid must .*at or below T",
+     lambda key, s, vp: solvers.heun(key, s, vp, [2.0, 0.5, 0.1], x_init=_X4)),
+    ("grid-2d", "grid must be a 1-D array",
+     lambda key, s, vp: solvers.heun(key, s, vp, [[1.0, 0.5], [0.4, 0.1]], n=4)),
+    ("grid-not-from-T", "grid must start at T",
+     lambda key, s, vp: solvers.euler(key, s, vp, [0.5, 0.1], n=4)),
+    ("dpm-order-4-one-step", "order must be",
+     lambda key, s, vp: solvers.dpm_solver(key, s, vp, [1.0, 0.1], n=4, order=4)),
+    ("dpmpp-order-3", "order must be",
+     lambda key, s, vp: solvers.dpm_solver_pp(key, s, vp, [1.0, 0.1], n=4, order=3)),
+    *[(f"dpm-order-{order!r}", "order must be",
+       lambda key, s, vp, order=order: solvers.dpm_solver(key, s, vp, [1.0, 0.5, 0.1], n=4,
+                                                          order=order))
+      for order in (0, 4, "2")],
+    ("dpmpp-order-0", "order must be",
+     lambda key, s, vp: solvers.dpm_solver_pp(key, s, vp, [1.0, 0.5, 0.1], n=4, order=0)),
     # fewer steps than the solver needs: a grid of one time has no step at all
-    for fn in (solvers.heun, solvers.dpm_solver, solvers.edm_stochastic):
-        with pytest.raises(ValueError, match="at least 1 steps"):
-            fn(key, score, vp, [1.0], n=4)
-    # the grid factory and the churn parameters
-    with pytest.raises(ValueError, match="num_steps"):
-        solvers.time_grid(vp, 0)
-    with pytest.raises(ValueError, match="t_min"):
-        solvers.time_grid(vp, 10, t_min=1.5)
-    with pytest.raises(ValueError, match="t_min"):
-        solvers.time_grid(vp, 10, t_min=0.0)
-    with pytest.raises(ValueError, match="s_tmin"):
-        solvers.edm_stochastic(key, score, vp, [1.0, 0.1], n=4, s_tmin=2.0, s_tmax=1.0)
-    with pytest.raises(ValueError, match="s_noise"):
-        solvers.edm_stochastic(key, score, vp, [1.0, 0.1], n=4, s_noise=0.0)
-    for steps in (-1, 1.5, True):
-        with pytest.raises(ValueError, match="corrector_steps"):
-            solvers.predictor_corrector(key, score, vp, [1.0, 0.1], n=4, corrector_steps=steps)
-    with pytest.raises(ValueError, match="snr"):
-        solvers.predictor_corrector(key, score, vp, [1.0, 0.1], n=4, snr=0.0)
-    with pytest.raises(ValueError, match="key"):
-        solvers.predictor_corrector(None, score, vp, [1.0, 0.1], x_init=jnp.zeros((4, 2)))
+    ("dpmpp2m-one-step", "grid must have at least 2 steps",
+     lambda key, s, vp: solvers.dpm_solver_pp(key, s, vp, [1.0, 0.1], n=4, order=2)),
+    *[(f"{fn.__name__}-no-step", "grid must have at least 1 steps",
+       lambda key, s, vp, fn=fn: fn(key, s, vp, [1.0], n=4))
+      for fn in (solvers.euler, solvers.heun, solvers.dpm_solver, solvers.edm_stochastic)],
+    # the grid factory
+    ("time-grid-kind", "kind must be",
+     lambda key, s, vp: solvers.time_grid(vp, 10, "cosine")),
+    ("time-grid-num-steps", "num_steps must be",
+     lambda key, s, vp: solvers.time_grid(vp, 0)),
+    ("time-grid-t-min-above-T", "t_min must",
+     lambda key, s, vp: solvers.time_grid(vp, 10, t_min=1.5)),
+    ("time-grid-t-min-zero", "t_min must",
+     lambda key, s, vp: solvers.time_grid(vp, 10, t_min=0.0)),
+    # EDM's stochastic sampler
+    ("edm-no-key", "key is needed",
+     lambda key, s, vp: solvers.edm_stochastic(None, s, vp, [1.0, 0.1], x_init=_X4)),
+    ("edm-churn", "churn must",
+     lambda key, s, vp: solvers.edm_stochastic(key, s, vp, [1.0, 0.1], n=4, churn=-1.0)),
+    ("edm-s-tmin", "need 0 <= s_tmin <= s_tmax",
+     lambda key, s, vp: solvers.edm_stochastic(key, s, vp, [1.0, 0.1], n=4, s_tmin=2.0,
+                                               s_tmax=1.0)),
+    ("edm-s-noise", "s_noise must",
+     lambda key, s, vp: solvers.edm_stochastic(key, s, vp, [1.0, 0.1], n=4, s_noise=0.0)),
+    # the grid predictor-corrector
+    *[(f"pc-corrector-steps-{steps!r}", "corrector_steps must",
+       lambda key, s, vp, steps=steps: solvers.predictor_corrector(
+           key, s, vp, [1.0, 0.1], n=4, corrector_steps=steps))
+      for steps in (-1, 1.5, True)],
+    ("pc-snr", "snr must",
+     lambda key, s, vp: solvers.predictor_corrector(key, s, vp, [1.0, 0.1], n=4, snr=0.0)),
+    ("pc-no-key", "key is needed",
+     lambda key, s, vp: solvers.predictor_corrector(None, s, vp, [1.0, 0.1], x_init=_X4)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("match, call", [pytest.param(m, c, id=i) for i, m, c in BAD_INPUT])
+def test_bad_input(nine, vp_sde, match, call):
+    with pytest.raises(ValueError, match=f"^{match}"):
+        call(jax.random.key(0), exact_score(vp_sde, nine), vp_sde)
 
 
 def test_padded_scan_equals_the_steps_one_by_one(nine):
@@ -304,8 +312,8 @@ def test_padded_scan_equals_the_steps_one_by_one(nine):
     assert solvers._padded_steps(65) == 128 and solvers._padded_steps(2048) == 2048
 
 
-@pytest.mark.slow
-def test_convergence_orders():
+@pytest.mark.long
+def test_convergence_orders(nine):
     """Fitted slopes of the RMS endpoint error against NFE, in the asymptotic range."""
     vp = VPSDE()
     cases = {  # name: (grid, step counts, order)
@@ -317,7 +325,7 @@ def test_convergence_orders():
         "dpmpp2m": ("log_snr", (512, 2048), 2),
     }
     with jax.enable_x64():
-        score = exact_score(vp, denoisers.to_float64(data.nine_gaussians()))
+        score = exact_score(vp, denoisers.to_float64(nine))
         x0 = jax.random.normal(jax.random.key(1), (100, 2), jnp.float64)
         ref, _ = solvers.reference_solve(score, vp, x0, 1.0, 1e-3, rtol=1e-11, atol=1e-11)
         for name, (kind, steps, order) in cases.items():
@@ -332,7 +340,7 @@ def test_convergence_orders():
             assert abs(slope - order) < 0.3, (name, slope, errors)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_few_steps_reach_the_floor(nine):
     """DPM-Solver++(2M) with the exact score: 31 log-SNR steps + the final denoising call.
 
