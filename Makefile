@@ -29,6 +29,13 @@ JOBS ?= 2
 BIN := $(VENV)/bin
 # The notebook kernels and the tools run from the project environment.
 export PATH := $(abspath $(BIN)):$(PATH)
+# JAX keeps every compiled program on disk and loads it when the same program is compiled again,
+# in any test or chapter of any later run: most of a unit test's time is compilation, and many
+# chapters compile the same samplers and metrics. A loaded program is the compiled one, so the
+# numbers do not change. `make clean` empties it with the rest of _build.
+export JAX_COMPILATION_CACHE_DIR ?= $(abspath _build/jax-cache)
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES ?= 0
 
 # Reinstall when the package metadata or the lock changes.
 STAMP := $(VENV)/.diffnb-installed

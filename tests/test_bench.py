@@ -63,7 +63,7 @@ def test_torch_baseline_is_the_diffnb_network(net_and_inputs):
     np.testing.assert_allclose(out, net.apply(params, None, x, c), atol=1e-4)
 
 
-@pytest.mark.long
+@pytest.mark.slow  # a smoke run of benchmarks/speed.py: make bench and make test-slow
 def test_tiny_benchmark_runs():
     """`speed.py --tiny` ends with the five figures; its hand FLOP count matches XLA's."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--tiny"]

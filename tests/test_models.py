@@ -503,6 +503,23 @@ def test_edm_takes_no_time_scale(points):
         _fit("edm", points, num_steps=1, time_scale=5.0)
 
 
+@pytest.mark.parametrize("model, budget", [("edm", (10_000, 512)), ("vp", (20_000, 256))])
+def test_fit_trains_each_model_for_its_default_budget(points, monkeypatch, model, budget):
+    # The one-call bars below are met with these budgets; a caller's own value wins.
+    seen = []
+
+    def train(key, loss_fn, params, x, *, num_steps, batch_size, **kwargs):
+        seen.append((num_steps, batch_size))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(models.training, "train", train)
+    x = jnp.tile(points, (4, 1))  # 1024 points: no batch is capped at n
+    for kwargs in ({}, {"num_steps": 7, "batch_size": 9}):
+        with pytest.raises(RuntimeError, match="stop"):
+            models.fit(jax.random.key(0), x, model, progress=False, **kwargs)
+    assert seen == [budget, (7, 9)] and models.DEFAULT_BUDGET[model] == budget
+
+
 def test_fit_defaults_to_edm_with_three_hidden_layers(points):
     from diffnb import denoisers
 
@@ -529,13 +546,15 @@ def _unequal_modes():
     return data.gaussian_mixture(means, np.tile(0.12**2 * np.eye(2), (16, 1, 1)), w / w.sum())
 
 
-# Measured with this test's keys (means over the 3 sampling keys; December 2026): variance ratio
-# / mode TV / MMD^2 / held-out NLL gap 1.004 / 0.020 / 1.4e-4 / 0.008 on the nine Gaussians,
-# 0.969 / 0.020 / 1.7e-4 / 0.020 on the narrow modes, 1.001 / 0.027 / 3.4e-4 / 0.016 on the
-# unequal ones. With two hidden layers instead of models.EDM_HIDDEN_DIMS' three the nine
-# Gaussians gave 1.041 (1.025 for a second fit seed), 0.009 from the bar: a wider net (512, 512)
-# gave 1.029, c_noise = log sigma instead of log(sigma) / 4 1.031. With the exact score, Heun
-# (64 steps to 0.002) gives 0.995 / 1.006 / 0.996 on the three mixtures (mean of 4 keys), so
+# Measured with this test's keys and fit's default budget for edm, 10,000 steps of 512 (means over
+# the 3 sampling keys; December 2026): variance ratio / mode TV / MMD^2 / held-out NLL gap
+# 1.003 / 0.022 / 1.0e-4 / -0.001 on the nine Gaussians, 0.992 / 0.018 / 2.2e-4 / 0.016 on the
+# narrow modes, 1.000 / 0.028 / 3.5e-4 / 0.021 on the unequal ones (20,000 steps of 256 gave
+# 1.004 / 0.969 / 1.001 in the variance ratio). With two hidden layers instead of
+# models.EDM_HIDDEN_DIMS' three the nine Gaussians gave 1.041 at 20,000 steps of 256 (1.025 for
+# a second fit seed): a wider net (512, 512) gave 1.029, c_noise = log sigma instead of
+# log(sigma) / 4 1.031. With the exact score, Heun (64 steps to 0.002) gives 0.995 / 1.006 /
+# 0.996 on the three mixtures (mean of 4 keys), so
 # what is left is learning error.
 
 
