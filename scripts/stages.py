@@ -10,7 +10,6 @@ Usage: python3 scripts/stages.py "setup=make setup" "unit=make test-unit" ...
 
 from __future__ import annotations
 
-import datetime
 import json
 import subprocess
 import sys
@@ -21,15 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / "_build" / ".executed" / "times.json"
 
 
-def chapters_since(start: datetime.datetime) -> dict[str, float]:
-    """The chapters the execution record says finished after ``start``, with their seconds."""
-    if not TIMES.exists():
-        return {}
-    record = json.loads(TIMES.read_text())
+def execution_record() -> dict[str, dict]:
+    return json.loads(TIMES.read_text()) if TIMES.exists() else {}
+
+
+def chapters_run(before: dict[str, dict]) -> dict[str, float]:
+    """The chapters whose entry in the execution record changed since ``before``: their seconds."""
     return {
         name: entry["seconds"]
-        for name, entry in record.items()
-        if datetime.datetime.fromisoformat(entry["finished"]) >= start
+        for name, entry in execution_record().items()
+        if before.get(name) != entry
     }
 
 
@@ -47,10 +47,10 @@ def main() -> int:
         return 2
     rows, status = [], 0
     for stage, command in stages:
-        start = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        before = execution_record()
         tic = time.perf_counter()
         status = subprocess.run(command, shell=True, cwd=ROOT).returncode
-        chapters = chapters_since(start)
+        chapters = chapters_run(before)
         ranked = sorted(chapters.items(), key=lambda kv: -kv[1])
         note = ", ".join(f"{name} {seconds:.0f}" for name, seconds in ranked)
         if chapters:
